@@ -1,0 +1,16 @@
+export * from './errors.js';
+export * from './types.js';
+export * from './dtype.js';
+export * from './philox.js';
+export * from './problem.js';
+export * from './mask.js';
+export * from './online-softmax.js';
+export * from './reference.js';
+export * from './registry.js';
+export * from './reference-backend.js';
+export * from './cost.js';
+
+import { registerReferenceBackend } from './reference-backend.js';
+
+// The float64 reference is always there at priority 0, so that 'auto' works with core alone.
+registerReferenceBackend();
