@@ -38,17 +38,24 @@ export class FlashAttentionError extends Error {
 }
 
 export function isFlashAttentionError(e: unknown): e is FlashAttentionError {
-  return e instanceof Error && e.name === 'FlashAttentionError' && typeof (e as { code?: unknown }).code === 'string';
+  return (
+    e instanceof Error &&
+    e.name === 'FlashAttentionError' &&
+    typeof (e as { code?: unknown }).code === 'string'
+  );
 }
 
 /** Short, readable rendering of a value for error messages. */
 export function describe(value: unknown): string {
   if (value === undefined) return 'undefined';
   if (value === null) return 'null';
-  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint')
+    return String(value);
   if (typeof value === 'string') return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.slice(0, 8).map(describe).join(', ')}${value.length > 8 ? ', …' : ''}]`;
-  if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as unknown as { length: number }).length})`;
+  if (Array.isArray(value))
+    return `[${value.slice(0, 8).map(describe).join(', ')}${value.length > 8 ? ', …' : ''}]`;
+  if (ArrayBuffer.isView(value))
+    return `${value.constructor.name}(${(value as unknown as { length: number }).length})`;
   if (typeof value === 'function') return 'a function';
   return Object.prototype.toString.call(value).slice(8, -1);
 }

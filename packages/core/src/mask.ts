@@ -47,7 +47,11 @@ export function allowedKeyRange(p: Problem, i: number, sqB: number, skB: number)
 }
 
 /** Number of allowed (i, j) pairs over the whole problem: the FLOP count of SPEC §9 is 4·d times this. */
-export function countAllowedPairs(p: Problem, seqLenQ: (b: number) => number, seqLenK: (b: number) => number): number {
+export function countAllowedPairs(
+  p: Problem,
+  seqLenQ: (b: number) => number,
+  seqLenK: (b: number) => number,
+): number {
   let total = 0;
   for (let b = 0; b < p.batch; b++) {
     const sq = seqLenQ(b);
@@ -64,7 +68,14 @@ export function countAllowedPairs(p: Problem, seqLenQ: (b: number) => number, se
  * Softcap then ALiBi: s = softcap·tanh(s/softcap); s -= slope·|i + off - j|. The bias, which needs the
  * tensor, is added by the caller.
  */
-export function modifyScore(s: number, softcap: number, slope: number, i: number, j: number, off: number): number {
+export function modifyScore(
+  s: number,
+  softcap: number,
+  slope: number,
+  i: number,
+  j: number,
+  off: number,
+): number {
   if (softcap > 0) s = softcap * Math.tanh(s / softcap);
   if (slope !== 0) s -= slope * Math.abs(i + off - j);
   return s;

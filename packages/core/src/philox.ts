@@ -97,7 +97,14 @@ export function philoxKey(seed: number): [number, number] {
  * Philox4x32-10 with counter (j, i, bh, offset) and key (k0, k1), divided by 2^32 (SPEC §5).
  * Exact in float64, so every backend that compares in float64 or integers agrees.
  */
-export function dropoutUniform(k0: number, k1: number, j: number, i: number, bh: number, offset: number): number {
+export function dropoutUniform(
+  k0: number,
+  k1: number,
+  j: number,
+  i: number,
+  bh: number,
+  offset: number,
+): number {
   rounds10(j, i, bh, offset, k0, k1);
   return scratch[0] / TWO_32;
 }

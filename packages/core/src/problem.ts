@@ -7,14 +7,14 @@ import { describe, fail } from './errors.js';
 import {
   type AttentionOptions,
   type Capabilities,
-  type DType,
-  DTYPES,
   type DeviceTensor,
+  DTYPES,
+  type DType,
   type Feature,
   type HostTensor,
+  isDeviceTensor,
   type Layout,
   type Tensor,
-  isDeviceTensor,
 } from './types.js';
 
 export const MAX_HEAD_DIM = 256;
@@ -117,12 +117,14 @@ export interface ResolveContext {
 }
 
 function checkTensor(name: string, t: unknown): asserts t is Tensor {
-  if (typeof t !== 'object' || t === null) fail('INVALID_SHAPE', `${name} must be a tensor object, got ${describe(t)}`);
+  if (typeof t !== 'object' || t === null)
+    fail('INVALID_SHAPE', `${name} must be a tensor object, got ${describe(t)}`);
   const x = t as Partial<HostTensor>;
   if (typeof x.dtype !== 'string' || !DTYPES.includes(x.dtype as DType)) {
     fail('INVALID_DTYPE', `${name}.dtype must be one of ${DTYPES.join(', ')}, got ${describe(x.dtype)}`);
   }
-  if (!Array.isArray(x.shape)) fail('INVALID_SHAPE', `${name}.shape must be an array, got ${describe(x.shape)}`);
+  if (!Array.isArray(x.shape))
+    fail('INVALID_SHAPE', `${name}.shape must be an array, got ${describe(x.shape)}`);
   for (const s of x.shape) {
     if (!Number.isSafeInteger(s) || s < 0) {
       fail('INVALID_SHAPE', `${name}.shape must hold non-negative integers, got ${describe(x.shape)}`);
@@ -165,7 +167,11 @@ function checkCuSeqlens(name: string, cu: Int32Array, total: number, what: strin
   let longest = 0;
   for (let b = 0; b + 1 < cu.length; b++) {
     const len = cu[b + 1] - cu[b];
-    if (len < 0) fail('INVALID_OPTION', `${name} must be non-decreasing, but ${name}[${b + 1}] = ${cu[b + 1]} < ${cu[b]}`);
+    if (len < 0)
+      fail(
+        'INVALID_OPTION',
+        `${name} must be non-decreasing, but ${name}[${b + 1}] = ${cu[b + 1]} < ${cu[b]}`,
+      );
     longest = Math.max(longest, len);
   }
   if (cu[cu.length - 1] > total) {
@@ -198,7 +204,10 @@ export function resolveProblem(
   const extra = new Set(ctx.extraOptionKeys ?? []);
   for (const key of Object.keys(options)) {
     if (!OPTION_KEYS.has(key) && !extra.has(key)) {
-      fail('INVALID_OPTION', `unknown option ${JSON.stringify(key)}; known options: ${[...OPTION_KEYS, ...extra].join(', ')}`);
+      fail(
+        'INVALID_OPTION',
+        `unknown option ${JSON.stringify(key)}; known options: ${[...OPTION_KEYS, ...extra].join(', ')}`,
+      );
     }
   }
   if (k.dtype !== q.dtype || v.dtype !== q.dtype) {
@@ -214,7 +223,10 @@ export function resolveProblem(
   const varlenK = options.cuSeqlensK !== undefined;
   const paged = options.blockTable !== undefined || options.pageSize !== undefined;
   if (varlenQ !== varlenK) {
-    fail('INVALID_OPTION', 'cuSeqlensQ and cuSeqlensK go together: give both or neither (use seqlensK for key padding alone)');
+    fail(
+      'INVALID_OPTION',
+      'cuSeqlensQ and cuSeqlensK go together: give both or neither (use seqlensK for key padding alone)',
+    );
   }
   const varlen = varlenQ;
   if ((varlen || paged) && layout !== 'bshd') {
@@ -238,7 +250,10 @@ export function resolveProblem(
   if (v.shape.length !== kRank) fail('INVALID_SHAPE', `v must be ${kDesc}, got shape ${describe(v.shape)}`);
   for (let a = 0; a < kRank; a++) {
     if (k.shape[a] !== v.shape[a]) {
-      fail('SHAPE_MISMATCH', `k and v must have one shape, got k ${describe(k.shape)} and v ${describe(v.shape)}`);
+      fail(
+        'SHAPE_MISMATCH',
+        `k and v must have one shape, got k ${describe(k.shape)} and v ${describe(v.shape)}`,
+      );
     }
   }
 
@@ -279,7 +294,10 @@ export function resolveProblem(
       totalK = k.shape[0] * k.shape[1];
     } else {
       if (k.shape[0] !== batch) {
-        fail('SHAPE_MISMATCH', `q and k must have one batch size, got q ${describe(q.shape)} and k ${describe(k.shape)}`);
+        fail(
+          'SHAPE_MISMATCH',
+          `q and k must have one batch size, got q ${describe(q.shape)} and k ${describe(k.shape)}`,
+        );
       }
       if (layout === 'bshd') {
         seqK = k.shape[1];
@@ -292,9 +310,13 @@ export function resolveProblem(
     }
   }
   if (k.shape[kRank - 1] !== headDim) {
-    fail('SHAPE_MISMATCH', `q and k must have one head dim, got q ${describe(q.shape)} and k ${describe(k.shape)}`);
+    fail(
+      'SHAPE_MISMATCH',
+      `q and k must have one head dim, got q ${describe(q.shape)} and k ${describe(k.shape)}`,
+    );
   }
-  if (headsQ < 1 || headsK < 1) fail('INVALID_SHAPE', `head counts must be >= 1, got hq=${headsQ}, hk=${headsK}`);
+  if (headsQ < 1 || headsK < 1)
+    fail('INVALID_SHAPE', `head counts must be >= 1, got hq=${headsQ}, hk=${headsK}`);
   if (headsQ % headsK !== 0) {
     fail('HEADS_NOT_DIVISIBLE', `hq must be a multiple of hk (GQA/MQA), got hq=${headsQ}, hk=${headsK}`);
   }
@@ -316,14 +338,21 @@ export function resolveProblem(
       fail('INVALID_OPTION', 'paged KV needs both blockTable and pageSize');
     }
     pageSize = options.pageSize;
-    if (!isInt(pageSize) || pageSize < 1) fail('INVALID_OPTION', `pageSize must be a positive integer, got ${describe(pageSize)}`);
+    if (!isInt(pageSize) || pageSize < 1)
+      fail('INVALID_OPTION', `pageSize must be a positive integer, got ${describe(pageSize)}`);
     if (k.shape[1] !== pageSize) {
-      fail('SHAPE_MISMATCH', `paged k must be [pages, pageSize=${pageSize}, hk, d], got ${describe(k.shape)}`);
+      fail(
+        'SHAPE_MISMATCH',
+        `paged k must be [pages, pageSize=${pageSize}, hk, d], got ${describe(k.shape)}`,
+      );
     }
     numPages = k.shape[0];
     blockTable = checkInt32Array('blockTable', options.blockTable, null);
     if (batch === 0 ? blockTable.length !== 0 : blockTable.length % batch !== 0) {
-      fail('INVALID_OPTION', `blockTable must be [batch=${batch}, maxPages] flattened, got ${blockTable.length} entries`);
+      fail(
+        'INVALID_OPTION',
+        `blockTable must be [batch=${batch}, maxPages] flattened, got ${blockTable.length} entries`,
+      );
     }
     maxPages = batch === 0 ? 0 : blockTable.length / batch;
     seqK = maxPages * pageSize;
@@ -332,7 +361,11 @@ export function resolveProblem(
   // Key lengths.
   let seqlensK: Int32Array | null = null;
   if (options.seqlensK !== undefined) {
-    if (varlen) fail('INVALID_OPTION', 'seqlensK cannot be combined with cuSeqlensK: the prefix sums already give each length');
+    if (varlen)
+      fail(
+        'INVALID_OPTION',
+        'seqlensK cannot be combined with cuSeqlensK: the prefix sums already give each length',
+      );
     seqlensK = checkInt32Array('seqlensK', options.seqlensK, batch);
     for (let b = 0; b < batch; b++) {
       if (seqlensK[b] < 0 || seqlensK[b] > seqK) {
@@ -360,28 +393,39 @@ export function resolveProblem(
     fail('INVALID_OPTION', `scale must be a finite number, got ${describe(options.scale)}`);
   }
   const causal = options.causal ?? false;
-  if (typeof causal !== 'boolean') fail('INVALID_OPTION', `causal must be a boolean, got ${describe(causal)}`);
+  if (typeof causal !== 'boolean')
+    fail('INVALID_OPTION', `causal must be a boolean, got ${describe(causal)}`);
   let windowLeft = -1;
   let windowRight = -1;
   if (options.window !== undefined) {
     const w = options.window as unknown;
     if (!Array.isArray(w) || w.length !== 2 || !w.every((x) => isInt(x) && x >= -1)) {
-      fail('INVALID_OPTION', `window must be [left, right] with integers >= -1 (-1 = unbounded), got ${describe(w)}`);
+      fail(
+        'INVALID_OPTION',
+        `window must be [left, right] with integers >= -1 (-1 = unbounded), got ${describe(w)}`,
+      );
     }
     [windowLeft, windowRight] = w as [number, number];
   }
   const softcap = options.softcap ?? 0;
   if (typeof softcap !== 'number' || !Number.isFinite(softcap) || softcap < 0) {
-    fail('INVALID_OPTION', `softcap must be a finite number >= 0 (0 = off), got ${describe(options.softcap)}`);
+    fail(
+      'INVALID_OPTION',
+      `softcap must be a finite number >= 0 (0 = off), got ${describe(options.softcap)}`,
+    );
   }
   let alibiSlopes: Float32Array | null = null;
   let alibiPerBatch = false;
   if (options.alibiSlopes !== undefined) {
     const a = options.alibiSlopes as unknown;
-    if (!(a instanceof Float32Array)) fail('INVALID_OPTION', `alibiSlopes must be a Float32Array, got ${describe(a)}`);
+    if (!(a instanceof Float32Array))
+      fail('INVALID_OPTION', `alibiSlopes must be a Float32Array, got ${describe(a)}`);
     if (a.length === batch * headsQ && a.length !== headsQ) alibiPerBatch = true;
     else if (a.length !== headsQ) {
-      fail('INVALID_OPTION', `alibiSlopes must have hq=${headsQ} or batch*hq=${batch * headsQ} entries, got ${a.length}`);
+      fail(
+        'INVALID_OPTION',
+        `alibiSlopes must have hq=${headsQ} or batch*hq=${batch * headsQ} entries, got ${a.length}`,
+      );
     }
     for (let i = 0; i < a.length; i++) {
       if (!Number.isFinite(a[i])) fail('INVALID_OPTION', `alibiSlopes[${i}] must be finite, got ${a[i]}`);
@@ -395,7 +439,10 @@ export function resolveProblem(
     const t = options.bias as unknown;
     checkTensor('bias', t);
     if (t.shape.length > 4 || t.shape.length < 1) {
-      fail('INVALID_SHAPE', `bias must have 1 to 4 dimensions broadcastable to [b, hq, sq, sk], got ${describe(t.shape)}`);
+      fail(
+        'INVALID_SHAPE',
+        `bias must have 1 to 4 dimensions broadcastable to [b, hq, sq, sk], got ${describe(t.shape)}`,
+      );
     }
     const full = [batch, headsQ, seqQ, seqK];
     const shape4 = [...new Array(4 - t.shape.length).fill(1), ...t.shape];
@@ -417,9 +464,11 @@ export function resolveProblem(
   let dropout: DropoutInfo | null = null;
   if (options.dropout !== undefined) {
     const d = options.dropout as unknown as Record<string, unknown>;
-    if (typeof d !== 'object' || d === null) fail('INVALID_OPTION', `dropout must be { p, seed, offset? }, got ${describe(d)}`);
+    if (typeof d !== 'object' || d === null)
+      fail('INVALID_OPTION', `dropout must be { p, seed, offset? }, got ${describe(d)}`);
     const p = d.p;
-    if (typeof p !== 'number' || !(p >= 0 && p < 1)) fail('INVALID_OPTION', `dropout.p must be in [0, 1), got ${describe(p)}`);
+    if (typeof p !== 'number' || !(p >= 0 && p < 1))
+      fail('INVALID_OPTION', `dropout.p must be in [0, 1), got ${describe(p)}`);
     const seed = d.seed;
     if (!isInt(seed) || seed < 0) {
       fail('INVALID_OPTION', `dropout.seed must be a non-negative integer below 2^53, got ${describe(seed)}`);
@@ -433,7 +482,8 @@ export function resolveProblem(
     }
   }
   const returnLse = options.returnLse ?? false;
-  if (typeof returnLse !== 'boolean') fail('INVALID_OPTION', `returnLse must be a boolean, got ${describe(returnLse)}`);
+  if (typeof returnLse !== 'boolean')
+    fail('INVALID_OPTION', `returnLse must be a boolean, got ${describe(returnLse)}`);
 
   const features: Feature[] = [];
   if (causal) features.push('causal');
@@ -451,13 +501,20 @@ export function resolveProblem(
   if (ctx.capabilities) {
     const caps = ctx.capabilities;
     if (!caps.dtypes.includes(dtype)) {
-      fail('UNSUPPORTED_FEATURE', `${ctx.backend ?? 'this backend'} does not support dtype ${dtype} (it has ${caps.dtypes.join(', ')})`);
+      fail(
+        'UNSUPPORTED_FEATURE',
+        `${ctx.backend ?? 'this backend'} does not support dtype ${dtype} (it has ${caps.dtypes.join(', ')})`,
+      );
     }
     for (const f of features) {
-      if (!caps.features.includes(f)) fail('UNSUPPORTED_FEATURE', `${ctx.backend ?? 'this backend'} does not support '${f}'`);
+      if (!caps.features.includes(f))
+        fail('UNSUPPORTED_FEATURE', `${ctx.backend ?? 'this backend'} does not support '${f}'`);
     }
     if (bias && !caps.dtypes.includes(bias.tensor.dtype)) {
-      fail('UNSUPPORTED_FEATURE', `${ctx.backend ?? 'this backend'} does not support a ${bias.tensor.dtype} bias`);
+      fail(
+        'UNSUPPORTED_FEATURE',
+        `${ctx.backend ?? 'this backend'} does not support a ${bias.tensor.dtype} bias`,
+      );
     }
   }
 
@@ -533,7 +590,8 @@ export function resolveBackwardProblem(
     ['dout', dout],
     ['out', out],
   ] as const) {
-    if (t.dtype !== problem.dtype) fail('DTYPE_MISMATCH', `${name} must be ${problem.dtype} like q, got ${t.dtype}`);
+    if (t.dtype !== problem.dtype)
+      fail('DTYPE_MISMATCH', `${name} must be ${problem.dtype} like q, got ${t.dtype}`);
     if (t.shape.length !== q.shape.length || t.shape.some((s, a) => s !== q.shape[a])) {
       fail('SHAPE_MISMATCH', `${name} must have q's shape ${describe(q.shape)}, got ${describe(t.shape)}`);
     }
@@ -541,12 +599,19 @@ export function resolveBackwardProblem(
   if (isDeviceTensor(lse)) {
     if (lse.dtype !== 'float32') fail('DTYPE_MISMATCH', `lse must be float32, got ${lse.dtype}`);
     if (numel(lse.shape) !== problem.lseLength) {
-      fail('SHAPE_MISMATCH', `lse must have ${describe(problem.lseShape)} elements, got shape ${describe(lse.shape)}`);
+      fail(
+        'SHAPE_MISMATCH',
+        `lse must have ${describe(problem.lseShape)} elements, got shape ${describe(lse.shape)}`,
+      );
     }
   } else {
-    if (!(lse instanceof Float32Array)) fail('INVALID_DTYPE', `lse must be a Float32Array, got ${describe(lse)}`);
+    if (!(lse instanceof Float32Array))
+      fail('INVALID_DTYPE', `lse must be a Float32Array, got ${describe(lse)}`);
     if (lse.length !== problem.lseLength) {
-      fail('SHAPE_MISMATCH', `lse must have ${problem.lseLength} entries (${describe(problem.lseShape)}), got ${lse.length}`);
+      fail(
+        'SHAPE_MISMATCH',
+        `lse must have ${problem.lseLength} entries (${describe(problem.lseShape)}), got ${lse.length}`,
+      );
     }
   }
   return problem;

@@ -16,16 +16,19 @@ import {
   DTYPES,
   type ForwardResult,
   type HostTensor,
+  isDeviceTensor,
   type LseOf,
   type Tensor,
-  isDeviceTensor,
 } from './types.js';
 
 /** Host backends take host tensors only: a device tensor must be downloaded by its own backend first. */
 export function requireHostTensors(backend: string, tensors: Record<string, unknown>): void {
   for (const [name, t] of Object.entries(tensors)) {
     if (isDeviceTensor(t)) {
-      fail('INVALID_OPTION', `${name} is a device tensor of backend ${t.backend}; ${backend} takes host tensors (download it first)`);
+      fail(
+        'INVALID_OPTION',
+        `${name} is a device tensor of backend ${t.backend}; ${backend} takes host tensors (download it first)`,
+      );
     }
   }
 }
@@ -44,7 +47,12 @@ export function createReferenceBackend(): Backend {
   return {
     name: 'reference',
     capabilities,
-    async forward<T extends Tensor>(q: T, k: T, v: T, options: AttentionOptions = {}): Promise<ForwardResult<T>> {
+    async forward<T extends Tensor>(
+      q: T,
+      k: T,
+      v: T,
+      options: AttentionOptions = {},
+    ): Promise<ForwardResult<T>> {
       alive();
       requireHostTensors('reference', { q, k, v, bias: options.bias });
       const p = resolveProblem(q, k, v, options, ctx);
@@ -66,7 +74,13 @@ export function createReferenceBackend(): Backend {
       alive();
       requireHostTensors('reference', { dout, q, k, v, out, lse, bias: options.bias });
       const p = resolveBackwardProblem(dout, q, k, v, out, lse as Float32Array, options, ctx);
-      const g = referenceBackwardTwoPass(dout as HostTensor, q as HostTensor, k as HostTensor, v as HostTensor, options);
+      const g = referenceBackwardTwoPass(
+        dout as HostTensor,
+        q as HostTensor,
+        k as HostTensor,
+        v as HostTensor,
+        options,
+      );
       return {
         dq: toHost(g.dq, p.dtype, q.shape),
         dk: toHost(g.dk, p.dtype, k.shape),

@@ -16,13 +16,13 @@ import { allowedKeyRange, modifyScore } from './mask.js';
 import { finalizeRow, newRowState, resetRowState, updateRow } from './online-softmax.js';
 import { dropoutKeep } from './philox.js';
 import {
-  type Problem,
   alibiSlope,
   biasOffset,
   kvHead,
   kvOffset,
   lseIndex,
   numel,
+  type Problem,
   qOffset,
   resolveProblem,
   seqLenK,
@@ -71,7 +71,9 @@ function dtypeRounder(dtype: DType): (x: number) => number {
 }
 
 function precisionOf(kind: 'float64' | 'low', dtype: DType): Precision {
-  return kind === 'float64' ? { op: identity, toDType: identity } : { op: Math.fround, toDType: dtypeRounder(dtype) };
+  return kind === 'float64'
+    ? { op: identity, toDType: identity }
+    : { op: Math.fround, toDType: dtypeRounder(dtype) };
 }
 
 function decode(t: HostTensor): Float64Array {
@@ -84,7 +86,16 @@ function decodeInputs(p: Problem, q: HostTensor, k: HostTensor, v: HostTensor): 
 }
 
 /** The score of (i, j) of sequence b, head h, in the given precision (mask not applied). */
-function score(p: Problem, x: Inputs, r: Precision, b: number, h: number, i: number, j: number, off: number): number {
+function score(
+  p: Problem,
+  x: Inputs,
+  r: Precision,
+  b: number,
+  h: number,
+  i: number,
+  j: number,
+  off: number,
+): number {
   const qo = qOffset(p, b, i, h);
   const ko = kvOffset(p, b, j, kvHead(p, h));
   let dot = 0;
@@ -126,7 +137,15 @@ function checkMaterialisable(p: Problem): void {
 }
 
 /** Fills S (row-major [sq_b, sk_b], -Infinity where masked) and turns it into P in place; returns each row's lse. */
-function softmaxMatrix(p: Problem, x: Inputs, r: Precision, b: number, h: number, S: Float64Array, lse: Float64Array): void {
+function softmaxMatrix(
+  p: Problem,
+  x: Inputs,
+  r: Precision,
+  b: number,
+  h: number,
+  S: Float64Array,
+  lse: Float64Array,
+): void {
   const sq = seqLenQ(p, b);
   const sk = seqLenK(p, b);
   const off = sk - sq;
@@ -152,7 +171,13 @@ function softmaxMatrix(p: Problem, x: Inputs, r: Precision, b: number, h: number
   }
 }
 
-function standardForward(q: HostTensor, k: HostTensor, v: HostTensor, options: AttentionOptions, kind: 'float64' | 'low'): ReferenceForward {
+function standardForward(
+  q: HostTensor,
+  k: HostTensor,
+  v: HostTensor,
+  options: AttentionOptions,
+  kind: 'float64' | 'low',
+): ReferenceForward {
   const p = resolveProblem(q, k, v, options);
   checkMaterialisable(p);
   const r = precisionOf(kind, p.dtype);
@@ -187,12 +212,22 @@ function standardForward(q: HostTensor, k: HostTensor, v: HostTensor, options: A
 }
 
 /** ref64 of SPEC §8: the standard algorithm in float64. Refuses heads past STANDARD_REFERENCE_MAX_ELEMENTS. */
-export function referenceForward64(q: HostTensor, k: HostTensor, v: HostTensor, options: AttentionOptions = {}): ReferenceForward {
+export function referenceForward64(
+  q: HostTensor,
+  k: HostTensor,
+  v: HostTensor,
+  options: AttentionOptions = {},
+): ReferenceForward {
   return standardForward(q, k, v, options, 'float64');
 }
 
 /** refLow of SPEC §8: the standard algorithm in float32, P and out rounded to the dtype. */
-export function referenceForwardLow(q: HostTensor, k: HostTensor, v: HostTensor, options: AttentionOptions = {}): ReferenceForward {
+export function referenceForwardLow(
+  q: HostTensor,
+  k: HostTensor,
+  v: HostTensor,
+  options: AttentionOptions = {},
+): ReferenceForward {
   return standardForward(q, k, v, options, 'low');
 }
 
@@ -215,7 +250,18 @@ function rowLse(p: Problem, x: Inputs, b: number, h: number, i: number, sq: numb
 }
 
 /** Pass 2: out_i = Σ_j exp(s_ij - lse_i)·w_ij·v_j. */
-function rowOutput(p: Problem, x: Inputs, b: number, h: number, i: number, sq: number, sk: number, lse: number, out: Float64Array, oo: number): void {
+function rowOutput(
+  p: Problem,
+  x: Inputs,
+  b: number,
+  h: number,
+  i: number,
+  sq: number,
+  sk: number,
+  lse: number,
+  out: Float64Array,
+  oo: number,
+): void {
   const r = precisionOf('float64', p.dtype);
   const d = p.headDim;
   for (let c = 0; c < d; c++) out[oo + c] = 0;
@@ -232,7 +278,12 @@ function rowOutput(p: Problem, x: Inputs, b: number, h: number, i: number, sq: n
 }
 
 /** The memory-efficient float64 reference: O(sk) work memory per row, any length. */
-export function referenceForwardTwoPass(q: HostTensor, k: HostTensor, v: HostTensor, options: AttentionOptions = {}): ReferenceForward {
+export function referenceForwardTwoPass(
+  q: HostTensor,
+  k: HostTensor,
+  v: HostTensor,
+  options: AttentionOptions = {},
+): ReferenceForward {
   const p = resolveProblem(q, k, v, options);
   const x = decodeInputs(p, q, k, v);
   const out = new Float64Array(numel(p.outShape));
@@ -255,7 +306,12 @@ export function referenceForwardTwoPass(q: HostTensor, k: HostTensor, v: HostTen
 const ONLINE_BLOCK = 64;
 
 /** float64, one pass over key blocks with the online-softmax primitives, as a tiled kernel computes it. */
-export function referenceForwardOnline(q: HostTensor, k: HostTensor, v: HostTensor, options: AttentionOptions = {}): ReferenceForward {
+export function referenceForwardOnline(
+  q: HostTensor,
+  k: HostTensor,
+  v: HostTensor,
+  options: AttentionOptions = {},
+): ReferenceForward {
   const p = resolveProblem(q, k, v, options);
   const x = decodeInputs(p, q, k, v);
   const r = precisionOf('float64', p.dtype);
@@ -279,7 +335,14 @@ export function referenceForwardOnline(q: HostTensor, k: HostTensor, v: HostTens
             scores[t] = score(p, x, r, b, h, i, j0 + t, off);
             weights[t] = dropWeight(p, b, h, i, j0 + t);
           }
-          updateRow(state, scores, count, x.v, (t) => kvOffset(p, b, j0 + t, hk), p.dropout ? weights : undefined);
+          updateRow(
+            state,
+            scores,
+            count,
+            x.v,
+            (t) => kvOffset(p, b, j0 + t, hk),
+            p.dropout ? weights : undefined,
+          );
         }
         lse[lseIndex(p, b, h, i)] = finalizeRow(state, out, qOffset(p, b, i, h));
       }
@@ -333,7 +396,8 @@ function standardBackward(
           const wDrop = dropWeight(p, b, h, i, j);
           // dV_j += P~_ij dO_i
           const pTilde = r.toDType(r.op(pij * wDrop));
-          if (pTilde !== 0) for (let c = 0; c < d; c++) dv[ko + c] = r.op(dv[ko + c] + r.op(pTilde * dO[qo + c]));
+          if (pTilde !== 0)
+            for (let c = 0; c < d; c++) dv[ko + c] = r.op(dv[ko + c] + r.op(pTilde * dO[qo + c]));
           // dP_ij = w_ij (dO_i·v_j); dS_ij = P_ij (dP_ij - D_i); through softcap; times scale.
           let dp = 0;
           for (let c = 0; c < d; c++) dp = r.op(dp + r.op(dO[qo + c] * x.v[ko + c]));
@@ -431,4 +495,3 @@ export function referenceBackwardTwoPass(
   }
   return { problem: p, dq, dk, dv };
 }
-

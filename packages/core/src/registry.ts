@@ -2,7 +2,7 @@
  * The backend registry (SPEC §7). Importing a backend package registers its factory; getBackend('auto')
  * creates the highest-priority backend whose factory succeeds and remembers why the others failed.
  */
-import { FlashAttentionError, describe, fail, isFlashAttentionError } from './errors.js';
+import { describe, FlashAttentionError, fail, isFlashAttentionError } from './errors.js';
 import type { AttentionOptions, Backend, BackendFactory, ForwardResult, Tensor } from './types.js';
 
 interface Entry {
@@ -25,10 +25,15 @@ export interface BackendStatus {
 /** Registers (or replaces) a backend. Priorities: cuda 40, webgpu 30, wasm-simd 20, cpu 10, reference 0. */
 export function registerBackend(name: string, factory: BackendFactory, priority: number): void {
   if (typeof name !== 'string' || name === '' || name === 'auto') {
-    fail('INVALID_OPTION', `a backend name must be a non-empty string other than 'auto', got ${describe(name)}`);
+    fail(
+      'INVALID_OPTION',
+      `a backend name must be a non-empty string other than 'auto', got ${describe(name)}`,
+    );
   }
-  if (typeof factory !== 'function') fail('INVALID_OPTION', `the factory of backend ${name} must be a function`);
-  if (!Number.isFinite(priority)) fail('INVALID_OPTION', `the priority of backend ${name} must be a finite number`);
+  if (typeof factory !== 'function')
+    fail('INVALID_OPTION', `the factory of backend ${name} must be a function`);
+  if (!Number.isFinite(priority))
+    fail('INVALID_OPTION', `the priority of backend ${name} must be a finite number`);
   const old = entries.get(name);
   if (old?.instance) old.instance.then((b) => b.dispose()).catch(() => {});
   entries.set(name, { name, factory, priority });
@@ -82,7 +87,10 @@ export async function getBackend(name = 'auto'): Promise<Backend> {
         reasons.push(`${entry.name}: ${reasonOf(e)}`);
       }
     }
-    fail('BACKEND_UNAVAILABLE', `no backend could be created${reasons.length ? ` (${reasons.join('; ')})` : ': none registered'}`);
+    fail(
+      'BACKEND_UNAVAILABLE',
+      `no backend could be created${reasons.length ? ` (${reasons.join('; ')})` : ': none registered'}`,
+    );
   }
   const entry = entries.get(name);
   if (!entry) {
@@ -95,7 +103,9 @@ export async function getBackend(name = 'auto'): Promise<Backend> {
     return await instantiate(entry);
   } catch (e) {
     if (isFlashAttentionError(e) && e.code === 'BACKEND_UNAVAILABLE') throw e;
-    throw new FlashAttentionError('BACKEND_UNAVAILABLE', `backend ${name} is unavailable: ${reasonOf(e)}`, { cause: e });
+    throw new FlashAttentionError('BACKEND_UNAVAILABLE', `backend ${name} is unavailable: ${reasonOf(e)}`, {
+      cause: e,
+    });
   }
 }
 

@@ -58,8 +58,8 @@ function oracleDecode(fmt: Format, h: number): number {
   const m = h & (2 ** fmt.mantBits - 1);
   const scale = 2 ** fmt.mantBits;
   if (e === expMax) return m === 0 ? sign * Number.POSITIVE_INFINITY : Number.NaN;
-  if (e === 0) return sign * Math.pow(2, 1 - bias) * (m / scale);
-  return sign * Math.pow(2, e - bias) * (1 + m / scale);
+  if (e === 0) return sign * 2 ** (1 - bias) * (m / scale);
+  return sign * 2 ** (e - bias) * (1 + m / scale);
 }
 
 interface Grid {
@@ -79,7 +79,7 @@ function grid(fmt: Format): Grid {
 }
 
 /** Nearest representable value by binary search over the grid, ties to the even bit pattern. */
-function oracleEncode(fmt: Format, g: Grid, x: number): number {
+function oracleEncode(g: Grid, x: number): number {
   if (Number.isNaN(x)) return Number.NaN;
   const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
   const a = Math.abs(x);
@@ -144,7 +144,9 @@ describe.each(FORMATS)('$name scalar conversions', (fmt) => {
     for (let h = 0; h < 65536; h++) {
       const v = fmt.decode(h);
       if (Number.isNaN(v)) continue;
-      expect(fmt.encode(v)).toBe(oracleEncode(fmt, g, v));
+      const got = fmt.encode(v);
+      const want = oracleEncode(g, v);
+      if (got !== want) expect.fail(`${v}: got ${got.toString(16)}, want ${want.toString(16)}`);
     }
   });
 
@@ -184,7 +186,7 @@ describe.each(FORMATS)('$name scalar conversions', (fmt) => {
     expect(fmt.encode(nextUp(g.overflow))).toBe(g.infBits);
     expect(fmt.encode(-g.overflow)).toBe(0x8000 | g.infBits);
     expect(fmt.encode(-nextDown(g.overflow))).toBe(0x8000 | maxBits);
-    // The largest float32 is far beyond both formats' range or exactly at bfloat16's edge.
+    // The largest finite float32 lies beyond both formats' overflow thresholds.
     expect(fmt.encode(bitsToF32(0x7f7fffff))).toBe(g.infBits);
   });
 
@@ -218,7 +220,7 @@ describe.each(FORMATS)('$name scalar conversions', (fmt) => {
   it('matches the oracle encoder on random float32 values (all bit patterns equally likely)', () => {
     fc.assert(
       fc.property(float32Arb, (x) => {
-        const want = oracleEncode(fmt, g, x);
+        const want = oracleEncode(g, x);
         const got = fmt.encode(x);
         if (Number.isNaN(want)) return Number.isNaN(fmt.decode(got));
         return got === want;
@@ -233,10 +235,7 @@ describe.each(FORMATS)('$name scalar conversions', (fmt) => {
       if (Math.abs(x) >= g.overflow) return y === Math.sign(x) * Number.POSITIVE_INFINITY;
       return Math.abs(y - x) <= halfUlp(fmt, x);
     };
-    fc.assert(
-      fc.property(fc.float({ noNaN: true, noDefaultInfinity: true }), check),
-      { numRuns: 20000 },
-    );
+    fc.assert(fc.property(fc.float({ noNaN: true, noDefaultInfinity: true }), check), { numRuns: 20000 });
     fc.assert(
       fc.property(
         float32Arb.filter((x) => Number.isFinite(x)),
@@ -281,7 +280,7 @@ describe('float16 specifics', () => {
 });
 
 describe('bulk helpers', () => {
-  const values = [0, -0, 1, -2.5, 1 / 3, 65504, 70000, 1e-8, Number.POSITIVE_INFINITY, Number.NaN, 3.14159];
+  const values = [0, -0, 1, -2.5, 1 / 3, 65504, 70000, 1e-8, Number.POSITIVE_INFINITY, Number.NaN, 3.25, 1e5];
 
   it('sizes and storage per dtype', () => {
     expect(byteSize('float32')).toBe(4);
