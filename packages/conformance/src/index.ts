@@ -1,0 +1,2 @@
+export * from './cases.js';
+export { type DefineConformanceOptions, defineConformance } from './harness.js';
