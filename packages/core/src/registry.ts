@@ -20,6 +20,8 @@ export interface BackendStatus {
   priority: number;
   available: boolean;
   reason?: string;
+  /** The backend's own `info`, when it has one (how it runs here, e.g. single-threaded and why). */
+  note?: string;
 }
 
 /** Registers (or replaces) a backend. Priorities: cuda 40, webgpu 30, wasm-simd 20, cpu 10, reference 0. */
@@ -114,8 +116,10 @@ export async function listBackends(): Promise<BackendStatus[]> {
   const result: BackendStatus[] = [];
   for (const entry of byPriority()) {
     try {
-      await instantiate(entry);
-      result.push({ name: entry.name, priority: entry.priority, available: true });
+      const backend = await instantiate(entry);
+      const status: BackendStatus = { name: entry.name, priority: entry.priority, available: true };
+      if (typeof backend.info === 'string' && backend.info !== '') status.note = backend.info;
+      result.push(status);
     } catch (e) {
       result.push({ name: entry.name, priority: entry.priority, available: false, reason: reasonOf(e) });
     }

@@ -116,6 +116,8 @@ export interface BackwardResult<T extends Tensor = HostTensor> {
 export interface Backend {
   readonly name: string;
   readonly capabilities: Capabilities;
+  /** How the backend runs here, when that is worth telling (e.g. cpu: "2 worker threads", or why it is single-threaded). listBackends() shows it as `note`. */
+  readonly info?: string;
   forward<T extends Tensor>(q: T, k: T, v: T, options?: AttentionOptions): Promise<ForwardResult<T>>;
   backward<T extends Tensor>(
     dout: T,
