@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+// The issue-6 targets in one interleaved run (build both packages first):
+//   wasm-simd forward, 1 thread, vs the cpu backend on 1 thread (target >= 3x);
+//   wasm-simd 2 threads vs 1 (target >= 1.8x);
+//   wasm-simd forward vs this CPU's wasm SIMD multiply-add peak, measured in the same run (>= 60%);
+//   wasm-simd backward vs the cpu backend's backward (>= 2.5x).
+// Each round runs every measurement once, back to back, and the ratios are taken per round, so a
+// machine shared with other work (load changes from second to second) biases them less; the median
+// round is reported.
+//   node bench/compare.mjs [--seq 2048] [--d 64] [--hq 8] [--rounds 5] [--no-cpu] [--no-backward]
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { tensorFromArray } from '@flashattn/core';
+import { createWasmSimdBackend } from '../dist/index.js';
+
+const { values } = parseArgs({
+  options: {
+    seq: { type: 'string', default: '2048' },
+    d: { type: 'string', default: '64' },
+    hq: { type: 'string', default: '8' },
+    rounds: { type: 'string', default: '5' },
+    'no-cpu': { type: 'boolean', default: false },
+    'no-backward': { type: 'boolean', default: false },
+    causal: { type: 'boolean', default: false },
+  },
+});
+const s = Number(values.seq);
+const d = Number(values.d);
+const hq = Number(values.hq);
+const rounds = Number(values.rounds);
+let seed = 1;
+const rnd = (n) => {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    a[i] = (seed / 2 ** 32) * 2 - 1;
+  }
+  return a;
+};
+const shape = [1, s, hq, d];
+const n = s * hq * d;
+const q = tensorFromArray(rnd(n), shape);
+const k = tensorFromArray(rnd(n), shape);
+const v = tensorFromArray(rnd(n), shape);
+const dout = tensorFromArray(rnd(n), shape);
+const opts = { causal: values.causal, returnLse: true };
+const pairs = values.causal ? (s * (s + 1)) / 2 : s * s;
+const fwdFlops = 4 * d * pairs * hq;
+const bwdFlops = 2.5 * fwdFlops;
+
+const w1 = await createWasmSimdBackend({ threads: 1 });
+const w2 = await createWasmSimdBackend({ threads: 2 });
+const cpuPath = new URL('../../cpu/dist/index.js', import.meta.url);
+let cpu = null;
+if (!values['no-cpu'] && existsSync(cpuPath)) {
+  const m = await import(cpuPath.href);
+  cpu = await m.createCpuBackend({ threads: 1 });
+}
+
+async function time(fn) {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+const fwdRef = await w1.forward(q, k, v, opts);
+await w2.forward(q, k, v, opts);
+if (cpu) await cpu.forward(q, k, v, opts);
+const rows = [];
+for (let r = 0; r < rounds; r++) {
+  const row = {};
+  row.peak1 = w1.peakGflops(0.3);
+  row.w1 = fwdFlops / (await time(() => w1.forward(q, k, v, opts))) / 1e6;
+  row.w2 = fwdFlops / (await time(() => w2.forward(q, k, v, opts))) / 1e6;
+  if (cpu) row.cpu1 = fwdFlops / (await time(() => cpu.forward(q, k, v, opts))) / 1e6;
+  if (!values['no-backward']) {
+    row.w1b = bwdFlops / (await time(() => w1.backward(dout, q, k, v, fwdRef.out, fwdRef.lse, opts))) / 1e6;
+    row.w2b = bwdFlops / (await time(() => w2.backward(dout, q, k, v, fwdRef.out, fwdRef.lse, opts))) / 1e6;
+    if (cpu)
+      row.cpu1b =
+        bwdFlops / (await time(() => cpu.backward(dout, q, k, v, fwdRef.out, fwdRef.lse, opts))) / 1e6;
+  }
+  row.ofPeak = row.w1 / row.peak1;
+  row.twoOverOne = row.w2 / row.w1;
+  if (cpu) row.vsCpu = row.w1 / row.cpu1;
+  if (cpu && row.w1b) row.bwdVsCpu = row.w1b / row.cpu1b;
+  rows.push(row);
+  console.log(
+    `round ${r + 1}: ${Object.entries(row)
+      .map(([key, x]) => `${key} ${x.toFixed(2)}`)
+      .join('  ')}`,
+  );
+}
+const median = (key) => {
+  const a = rows
+    .map((x) => x[key])
+    .filter((x) => x !== undefined)
+    .sort((x, y) => x - y);
+  return a.length ? a[Math.floor(a.length / 2)] : undefined;
+};
+const keys = Object.keys(rows[0]);
+console.log(
+  `\nb=1 hq=${hq} d=${d} s=${s}${values.causal ? ' causal' : ''} float32, ${w1.details.variant} (${rounds} rounds, GFLOP/s and ratios, medians):`,
+);
+for (const key of keys) console.log(`  ${key.padEnd(11)} ${median(key).toFixed(2)}`);
+await Promise.all([w1.dispose(), w2.dispose(), cpu?.dispose()]);
