@@ -1,0 +1,205 @@
+/**
+ * The GPU run of @flashattn/webgpu (issue 4): conformance (quick list) on the adapter, then the anchors
+ * (tiled WGSL matmul, copy bandwidth, plain three-pass attention) and the kernels at the SPEC §9 shapes,
+ * all in one process on one device. Bundled by bench/bundle.mjs into one file with every dependency
+ * inlined except `webgpu`, which is loaded from node_modules next to it.
+ *
+ *   node bench.mjs [--out DIR] [--conformance-seconds N] [--quick]
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { conformanceCases, runCase } from '@flashattn/conformance/cases';
+import { type AttentionOptions, type DeviceTensor, fromFloat32 } from '@flashattn/core';
+import { createWebGPUBackend, type WebGPUBackend } from '../src/index.js';
+import { copyGBps, matmulTflops, shaderCopyGBps, threePass } from './anchors.js';
+
+const args = process.argv.slice(2);
+const arg = (name: string, dflt: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const outDir = arg('out', process.env.OUT ?? '.');
+const confSeconds = Number(arg('conformance-seconds', '150'));
+const quick = args.includes('--quick');
+const smoke = args.includes('--smoke');
+const results: Record<string, unknown> = { date: new Date().toISOString() };
+const log = (...x: unknown[]) => console.log(...x);
+
+function randomHost(shape: number[], seed: number) {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = (s / 2 ** 32 - 0.5) * 2;
+  }
+  return fromFloat32(a, 'float32', shape);
+}
+
+async function conformance(be: WebGPUBackend) {
+  const t0 = performance.now();
+  const counts = { pass: 0, fail: 0, unsupported: 0, skipped: 0 };
+  const failures: string[] = [];
+  for (const c of conformanceCases({ quick: true })) {
+    if ((performance.now() - t0) / 1000 > confSeconds) {
+      counts.skipped++;
+      continue;
+    }
+    const r = await runCase(be, c, { factory: () => createWebGPUBackend() });
+    counts[r.status]++;
+    if (r.status === 'fail') failures.push(`${r.name}: ${r.message}`);
+  }
+  log(`conformance (quick): ${JSON.stringify(counts)} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  for (const f of failures.slice(0, 20)) log(`  FAIL ${f.slice(0, 400)}`);
+  results.conformance = { ...counts, failures };
+}
+
+function pairs(b: number, s: number, hq: number, causal: boolean): number {
+  // allowed (i, j) pairs, sq = sk = s, bottom-right aligned (off = 0)
+  return b * hq * (causal ? (s * (s + 1)) / 2 : s * s);
+}
+
+async function main() {
+  let be = await createWebGPUBackend();
+  try {
+    const t = randomHost([1, 100, 2, 64], 9);
+    await be.forward(t, t, t, { causal: true });
+  } catch (e) {
+    log(`subgroup path failed (${String(e).slice(0, 300)}); continuing without subgroups`);
+    await be.dispose();
+    be = await createWebGPUBackend({ subgroups: false });
+  }
+  const device = await be.gpuDevice();
+  log(`adapter: ${be.info}`);
+  const L = device.limits;
+  results.adapter = be.adapterInfo;
+  results.limits = {
+    maxComputeWorkgroupStorageSize: L.maxComputeWorkgroupStorageSize,
+    maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+    maxBufferSize: L.maxBufferSize,
+  };
+  if (!args.includes('--no-conformance')) await conformance(be);
+
+  const mm = await matmulTflops(device, smoke ? 512 : 4096);
+  const copyB2B = await copyGBps(device, smoke ? 1 << 24 : 1 << 30);
+  const copyShader = await shaderCopyGBps(device, smoke ? 1 << 24 : 1 << 30);
+  const copy = Math.max(copyB2B, copyShader);
+  log(
+    `anchor matmul f32 ${mm.n}^3: ${mm.tflops.toFixed(2)} TFLOP/s; copy (read+write): copyBufferToBuffer ${copyB2B.toFixed(0)} GB/s, WGSL vec4 copy ${copyShader.toFixed(0)} GB/s`,
+  );
+  results.anchors = {
+    matmulTflops: mm.tflops,
+    copyGBps: copy,
+    copyBufferToBufferGBps: copyB2B,
+    shaderCopyGBps: copyShader,
+  };
+
+  const fwd: Record<string, unknown>[] = [];
+  const seqs = smoke ? [256] : quick ? [1024, 4096] : [512, 1024, 2048, 4096, 8192, 16384];
+  for (const d of smoke ? [64] : [64, 128]) {
+    for (const s of seqs) {
+      const b = smoke ? 1 : 16384 / s;
+      const hq = smoke ? 2 : 2048 / d;
+      const q = (await be.upload(randomHost([b, s, hq, d], 1))) as DeviceTensor;
+      const k = (await be.upload(randomHost([b, s, hq, d], 2))) as DeviceTensor;
+      const v = (await be.upload(randomHost([b, s, hq, d], 3))) as DeviceTensor;
+      for (const causal of [false, true]) {
+        const opts: AttentionOptions = { causal };
+        const flops = 4 * d * pairs(b, s, hq, causal);
+        const reps = Math.max(2, Math.min(20, Math.round(2e12 / flops)));
+        const times: number[] = [];
+        for (let r = 0; r < 3; r++) times.push(await be.timeForward(q, k, v, opts, reps));
+        times.sort((x, y) => x - y);
+        const t = times[1];
+        const row: Record<string, unknown> = { d, s, b, hq, causal, ms: t * 1e3, tflops: flops / t / 1e12 };
+        row.pctMatmul = (100 * (row.tflops as number)) / mm.tflops;
+        if (s <= 4096 || !quick) {
+          const dout = (await be.upload(randomHost([b, s, hq, d], 4))) as DeviceTensor;
+          const f = await be.forward(q, k, v, { ...opts, returnLse: true });
+          const bt: number[] = [];
+          const breps = Math.max(1, Math.round(reps / 2));
+          for (let r = 0; r < 3; r++)
+            bt.push(await be.timeBackward(dout, q, k, v, f.out, f.lse as DeviceTensor, opts, breps));
+          bt.sort((x, y) => x - y);
+          row.bwdMs = bt[1] * 1e3;
+          row.bwdTflops = (2.5 * flops) / bt[1] / 1e12;
+          row.bwdPctFwd = (100 * (row.bwdTflops as number)) / (row.tflops as number);
+          for (const x of [dout, f.out, f.lse as DeviceTensor]) be.free(x);
+        }
+        log(
+          `fwd d=${d} s=${s} causal=${causal}: ${(t * 1e3).toFixed(2)} ms ${(row.tflops as number).toFixed(2)} TFLOP/s (${(row.pctMatmul as number).toFixed(0)}% of matmul)` +
+            (row.bwdTflops
+              ? `; bwd ${(row.bwdTflops as number).toFixed(2)} TFLOP/s (${(row.bwdPctFwd as number).toFixed(0)}% of fwd)`
+              : ''),
+        );
+        fwd.push(row);
+      }
+      if (s === 4096 && d === 128) {
+        const tp = await threePass(device, b, s, hq, d);
+        const fl = fwd.find((r) => r.d === d && r.s === s && r.causal === false) as { ms: number };
+        results.threePass4096 = {
+          ...tp,
+          flashMs: fl.ms,
+          speedup: 'seconds' in tp ? (tp.seconds * 1e3) / fl.ms : null,
+        };
+        log(`three-pass s=4096 d=128: ${JSON.stringify(results.threePass4096)}`);
+      }
+      if (s === 16384 && d === 128) {
+        const tp = await threePass(device, b, s, hq, d);
+        results.threePass16384 = tp;
+        log(`three-pass s=16384 d=128: ${JSON.stringify(tp)}`);
+      }
+      for (const x of [q, k, v]) be.free(x);
+    }
+  }
+  results.forward = fwd;
+  if (be.adapterInfo.subgroups && !smoke) {
+    // The same kernel without subgroup shuffles (row max through workgroup memory), for comparison.
+    const nosg = await createWebGPUBackend({ subgroups: false });
+    const b = 4;
+    const s = 4096;
+    const hq = 16;
+    const d = 128;
+    const q = (await nosg.upload(randomHost([b, s, hq, d], 1))) as DeviceTensor;
+    const t = await nosg.timeForward(q, q, q, {}, 4);
+    results.noSubgroups = { d, s, tflops: (4 * d * s * s * b * hq) / t / 1e12 };
+    log(`no-subgroup forward d=128 s=4096: ${JSON.stringify(results.noSubgroups)}`);
+    await nosg.dispose();
+  }
+
+  const dec: Record<string, unknown>[] = [];
+  for (const sk of smoke ? [1024] : [4096, 32768, 131072]) {
+    const b = 1;
+    const hq = smoke ? 4 : 32;
+    const hk = smoke ? 1 : 8;
+    const d = smoke ? 64 : 128;
+    const q = (await be.upload(randomHost([b, 1, hq, d], 5))) as DeviceTensor;
+    const k = (await be.upload(randomHost([b, sk, hk, d], 6))) as DeviceTensor;
+    const v = (await be.upload(randomHost([b, sk, hk, d], 7))) as DeviceTensor;
+    const times: number[] = [];
+    for (let r = 0; r < 3; r++) times.push(await be.timeForward(q, k, v, {}, 20));
+    times.sort((x, y) => x - y);
+    const t = times[1];
+    const bytes = 2 * b * sk * hk * d * 4;
+    const row = { sk, us: t * 1e6, GBps: bytes / t / 1e9, pctCopy: (100 * bytes) / t / 1e9 / copy };
+    log(
+      `decode sk=${sk}: ${row.us.toFixed(1)} us, ${row.GBps.toFixed(0)} GB/s of K+V (${row.pctCopy.toFixed(0)}% of copy)`,
+    );
+    dec.push(row);
+    for (const x of [q, k, v]) be.free(x);
+  }
+  results.decode = dec;
+  writeFileSync(join(outDir, 'webgpu-bench.json'), JSON.stringify(results, null, 2));
+  await be.dispose();
+  log('done');
+  process.exit(0);
+}
+
+main().catch((e) => {
+  console.error(e);
+  writeFileSync(
+    join(outDir, 'webgpu-bench.json'),
+    JSON.stringify({ ...results, error: String(e?.stack ?? e) }, null, 2),
+  );
+  process.exit(1);
+});
