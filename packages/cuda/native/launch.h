@@ -1,0 +1,74 @@
+// Host entry points of the kernels (one set per element type) and the dispatcher.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "attn_params.h"
+
+namespace fa {
+
+#define FA_DECLARE_GENERIC(NAME)                                                                    \
+  cudaError_t gen_forward_##NAME(const AttnParams& p, int splits, bool decode, cudaStream_t st);     \
+  cudaError_t dsum_##NAME(const AttnParams& p, cudaStream_t st);                                     \
+  cudaError_t gen_backward_##NAME(const AttnParams& p, float* dk, float* dv, bool serial, cudaStream_t st); \
+  cudaError_t convert_##NAME(const float* src, void* dst, long long n, cudaStream_t st);
+FA_DECLARE_GENERIC(f32)
+FA_DECLARE_GENERIC(f16)
+FA_DECLARE_GENERIC(bf16)
+
+// Tensor-core kernels (float16/bfloat16, head dims that are multiples of 8 up to 256).
+// extras: softcap, ALiBi, bias or dropout are present.
+cudaError_t tc_forward_f16(const AttnParams& p, bool extras, int variant, cudaStream_t st);
+cudaError_t tc_forward_bf16(const AttnParams& p, bool extras, int variant, cudaStream_t st);
+// Backward for head dims up to 128: dK/dV (written as T, or added into float32 accumulators when
+// dk_acc is non-null) and dQ.
+cudaError_t tc_backward_f16(const AttnParams& p, bool extras, int variant, cudaStream_t st);
+cudaError_t tc_backward_bf16(const AttnParams& p, bool extras, int variant, cudaStream_t st);
+
+struct DeviceProps {
+  int sm_count;
+  int smem_optin;
+  int major, minor;
+};
+
+// Kernel choice, recorded for the caller (benchmarks print it).
+struct Plan {
+  const char* kernel;  // "tc", "generic", "generic-split", "generic-serial"
+  int splits;
+  size_t scratch_bytes;  // device memory taken for the call beyond its outputs
+};
+
+struct Options {
+  int force_generic;  // 1: the generic kernels everywhere (testing)
+  int variant;        // pipeline / tile variant of the tensor-core kernels (FA_TUNE builds; 0 = default)
+};
+
+// Scratch allocation on the stream (stream-ordered allocator); returns null on failure.
+struct Scratch {
+  cudaStream_t st;
+  void* ptrs[8];
+  int n;
+  cudaError_t err;
+  explicit Scratch(cudaStream_t s) : st(s), n(0), err(cudaSuccess) {}
+  void* alloc(size_t bytes) {
+    void* ptr = nullptr;
+    cudaError_t e = cudaMallocAsync(&ptr, bytes < 256 ? 256 : bytes, st);
+    if (e != cudaSuccess) {
+      err = e;
+      return nullptr;
+    }
+    ptrs[n++] = ptr;
+    return ptr;
+  }
+  ~Scratch() {
+    for (int i = 0; i < n; i++) cudaFreeAsync(ptrs[i], st);
+  }
+};
+
+// Forward: out (and lse when p.lse) from q, k, v. Allocates split-KV scratch itself.
+cudaError_t run_forward(AttnParams p, const DeviceProps& dev, const Options& opt, cudaStream_t st, Plan* plan);
+// Backward: dq, dk, dv from dout, q, k, v, out, lse. `pages_shared`: the block table maps one page
+// more than once (then dK/dV are summed in a serial, deterministic order).
+cudaError_t run_backward(AttnParams p, const DeviceProps& dev, const Options& opt, bool pages_shared,
+                         cudaStream_t st, Plan* plan);
+
+}  // namespace fa

@@ -1,0 +1,326 @@
+// FlashAttention-2 forward on tensor cores (mma.sync m16n8k16, ldmatrix, cp.async), float16/bfloat16.
+// One CTA per (query block, head, batch); K and V tiles stream through shared memory, V's load
+// overlapping Q K^T and the next K's load overlapping P V; the online softmax lives in registers.
+// EXTRAS adds softcap, ALiBi, bias and dropout per element; without it only boundary blocks of the
+// causal / window / length mask pay for masking.
+#pragma once
+#include "tc_common.cuh"
+
+namespace fa {
+
+// STAGES = 1: K and V in one buffer each, V's load overlapping S = QK^T and the next K's overlapping
+// P V (FA2's schedule, two barriers per block). STAGES >= 2: K and V of block n + STAGES - 1 are
+// issued while block n is computed (a ring of STAGES buffers, one barrier per block).
+template <typename T, int D, int BR, int BC, int NW, bool EXTRAS, int STAGES>
+__global__ void __launch_bounds__(NW * 32) tc_fwd_kernel(AttnParams p) {
+  constexpr int NT = NW * 32;
+  constexpr int MT = BR / (16 * NW);  // m16 tiles per warp
+  constexpr int NB = BC / 8;          // n8 tiles of S
+  constexpr int ND = D / 8;           // n8 tiles of O
+  static_assert(MT >= 1 && BR == MT * 16 * NW, "BR must be a multiple of 16 * NW");
+  static_assert(NB % 2 == 0 && ND % 2 == 0, "tiles come in pairs");
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  constexpr int NS = STAGES < 2 ? 1 : STAGES;
+  T* Qs = reinterpret_cast<T*>(smem_raw);
+  T* Ks = Qs + BR * D;
+  T* Vs = Ks + NS * BC * D;
+
+  const int mb = gridDim.x - 1 - blockIdx.x;  // heavy (late, causal) blocks first
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int hkv = h / p.group;
+  const int sq = seqlen_q(p, b), sk = seqlen_k(p, b);
+  const int m0 = mb * BR;
+  if (m0 >= sq) return;
+  const int off = sk - sq, d = p.d;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tq = lane & 3;
+  const int wr0 = warp * MT * 16;
+
+  const T* qbase = static_cast<const T*>(p.q);
+  const T* kbase = static_cast<const T*>(p.k);
+  const T* vbase = static_cast<const T*>(p.v);
+
+  // Key span of the block: lo of its first row, hi of its last valid row.
+  const int last = min(m0 + BR, sq) - 1;
+  int lo_first, hi_first, lo_last, hi_last;
+  key_range(p, m0, sq, sk, lo_first, hi_first);
+  key_range(p, last, sq, sk, lo_last, hi_last);
+  const int nb_lo = lo_first / BC;
+  const int nb_hi = hi_last > lo_first ? (hi_last + BC - 1) / BC : nb_lo;
+
+  // Per row-slot (mt, half) state: rows wr0 + mt*16 + g + 8*half.
+  float m[MT][2], l[MT][2];
+  int rlo[MT][2], rhi[MT][2];
+  float o[MT][ND][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+      m[mt][hf] = -INFINITY;
+      l[mt][hf] = 0.f;
+      key_range(p, m0 + wr0 + mt * 16 + g + 8 * hf, sq, sk, rlo[mt][hf], rhi[mt][hf]);
+    }
+#pragma unroll
+    for (int dt = 0; dt < ND; dt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) o[mt][dt][e] = 0.f;
+  }
+  const float scale_log2 = p.scale * LOG2E;
+
+  auto load_k = [&](int nb, int stage) {
+    const int j0 = nb * BC;
+    tc_load_tile<T, D, NT>(Ks + stage * BC * D, BC, sk - j0, d, [&](int r) { return kbase + kv_off(p, b, j0 + r, hkv); },
+                           kbase);
+  };
+  auto load_v = [&](int nb, int stage) {
+    const int j0 = nb * BC;
+    tc_load_tile<T, D, NT>(Vs + stage * BC * D, BC, sk - j0, d, [&](int r) { return vbase + kv_off(p, b, j0 + r, hkv); },
+                           vbase);
+  };
+
+  if (nb_lo < nb_hi) {
+    tc_load_tile<T, D, NT>(Qs, BR, sq - m0, d, [&](int r) { return qbase + q_off(p, b, m0 + r, h); }, qbase);
+    if constexpr (STAGES < 2) {
+      load_k(nb_lo, 0);
+      cp_async_commit();
+    } else {
+#pragma unroll
+      for (int st = 0; st < STAGES - 1; st++) {
+        if (nb_lo + st < nb_hi) {
+          load_k(nb_lo + st, st);
+          load_v(nb_lo + st, st);
+        }
+        cp_async_commit();
+      }
+    }
+  }
+
+  for (int nb = nb_lo; nb < nb_hi; nb++) {
+    const int j0 = nb * BC;
+    const int stage = STAGES < 2 ? 0 : (nb - nb_lo) % NS;
+    const T* Kt = Ks + stage * BC * D;
+    const T* Vt = Vs + stage * BC * D;
+    if constexpr (STAGES < 2) {
+      cp_async_wait<0>();
+      __syncthreads();  // K[nb] (and Q) in place; every warp is done with V[nb-1]
+      load_v(nb, 0);
+      cp_async_commit();
+    } else {
+      cp_async_wait<STAGES - 2>();
+      __syncthreads();  // block nb in place; every warp is done with the stage refilled next
+      const int nf = nb + STAGES - 1;
+      if (nf < nb_hi) {
+        load_k(nf, (nf - nb_lo) % NS);
+        load_v(nf, (nf - nb_lo) % NS);
+      }
+      cp_async_commit();
+    }
+
+    // S = Q K^T.
+    float s[MT][NB][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int nt = 0; nt < NB; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[mt][nt][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) {
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) ld_a<D>(a[mt], Qs, wr0 + mt * 16, ks, lane);
+#pragma unroll
+      for (int nt = 0; nt < NB; nt += 2) {
+        uint32_t bb[4];
+        ld_b<D>(bb, Kt, nt * 8, ks, lane);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma16816<T>(s[mt][nt], a[mt], bb);
+          mma16816<T>(s[mt][nt + 1], a[mt], bb + 2);
+        }
+      }
+    }
+
+    // Scores in log2 units, masked where needed.
+    const bool need_mask = EXTRAS || !(j0 >= lo_last && j0 + BC <= hi_first);
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int nt = 0; nt < NB; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int hf = e >> 1;
+          float x;
+          if constexpr (EXTRAS) {
+            const int i = m0 + wr0 + mt * 16 + g + 8 * hf;
+            const int j = j0 + nt * 8 + tq * 2 + (e & 1);
+            x = -INFINITY;
+            if (j >= rlo[mt][hf] && j < rhi[mt][hf]) x = modify_score(p, s[mt][nt][e] * p.scale, b, h, i, j, off) * LOG2E;
+          } else {
+            x = s[mt][nt][e] * scale_log2;
+            if (need_mask) {
+              const int j = j0 + nt * 8 + tq * 2 + (e & 1);
+              if (!(j >= rlo[mt][hf] && j < rhi[mt][hf])) x = -INFINITY;
+            }
+          }
+          s[mt][nt][e] = x;
+        }
+
+    // Online softmax: row max over the quad, rescale, exponentiate.
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int hf = 0; hf < 2; hf++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < NB; nt++) mx = max_nan(mx, max_nan(s[mt][nt][2 * hf], s[mt][nt][2 * hf + 1]));
+        mx = max_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = max_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mn = max_nan(m[mt][hf], mx);
+        const float mu = mn == -INFINITY ? 0.f : mn;
+        const float alpha = exp2_approx(m[mt][hf] - mu);
+        m[mt][hf] = mn;
+        float rs = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < NB; nt++) {
+          const float p0 = exp2_approx(s[mt][nt][2 * hf] - mu);
+          const float p1 = exp2_approx(s[mt][nt][2 * hf + 1] - mu);
+          s[mt][nt][2 * hf] = p0;
+          s[mt][nt][2 * hf + 1] = p1;
+          rs += p0 + p1;
+        }
+        l[mt][hf] = l[mt][hf] * alpha + rs;
+#pragma unroll
+        for (int dt = 0; dt < ND; dt++) {
+          o[mt][dt][2 * hf] *= alpha;
+          o[mt][dt][2 * hf + 1] *= alpha;
+        }
+      }
+
+    if constexpr (EXTRAS) {
+      if (p.has_dropout) {
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+          for (int nt = 0; nt < NB; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+              const int i = m0 + wr0 + mt * 16 + g + 8 * (e >> 1);
+              const int j = j0 + nt * 8 + tq * 2 + (e & 1);
+              if (s[mt][nt][e] != 0.f) s[mt][nt][e] *= drop_weight(p, b, h, i, j);
+            }
+      }
+    }
+
+    if constexpr (STAGES < 2) {
+      cp_async_wait<0>();
+      __syncthreads();  // V[nb] in place; every warp is done with K[nb]
+      if (nb + 1 < nb_hi) {
+        load_k(nb + 1, 0);
+        cp_async_commit();
+      }
+    }
+
+    // O += P V.
+#pragma unroll
+    for (int kk = 0; kk < BC / 16; kk++) {
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        a[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        a[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        a[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        a[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int dt = 0; dt < ND; dt += 2) {
+        uint32_t bb[4];
+        ld_bt<D>(bb, Vt, kk, dt, lane);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma16816<T>(o[mt][dt], a[mt], bb);
+          mma16816<T>(o[mt][dt + 1], a[mt], bb + 2);
+        }
+      }
+    }
+  }
+
+  // Epilogue: normalise, stage this warp's rows in its own part of Qs, store 16-byte chunks.
+  cp_async_wait<0>();
+  __syncwarp();
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+      float lt = l[mt][hf];
+      lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+      lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+      const float inv = lt == 0.f ? 0.f : 1.f / lt;
+      const int r = wr0 + mt * 16 + g + 8 * hf;
+#pragma unroll
+      for (int dt = 0; dt < ND; dt++) {
+        const uint32_t v2 = pack2<T>(o[mt][dt][2 * hf] * inv, o[mt][dt][2 * hf + 1] * inv);
+        *reinterpret_cast<uint32_t*>(Qs + swz<D>(r, dt * 8 + tq * 2)) = v2;
+      }
+      const int i = m0 + r;
+      if (tq == 0 && p.lse && i < sq) {
+        p.lse[lse_idx(p, b, h, i)] = lt == 0.f ? -INFINITY : m[mt][hf] * LN2 + logf(lt);
+      }
+    }
+  __syncwarp();
+  T* obase = static_cast<T*>(p.out);
+  const int cpr = d >> 3;
+  for (int idx = lane; idx < MT * 16 * ND; idx += 32) {
+    const int rr = idx / ND, c = idx % ND;
+    const int r = wr0 + rr, i = m0 + r;
+    if (i < sq && c < cpr) {
+      *reinterpret_cast<uint4*>(obase + q_off(p, b, i, h) + c * 8) =
+          *reinterpret_cast<const uint4*>(Qs + swz<D>(r, c * 8));
+    }
+  }
+}
+
+template <typename T, int D, int BR, int BC, int NW, bool EXTRAS, int STAGES>
+cudaError_t tc_fwd_launch(const AttnParams& p, cudaStream_t st) {
+  constexpr size_t smem = (size_t)(BR + 2 * (STAGES < 2 ? 1 : STAGES) * BC) * D * sizeof(T);
+  auto kern = tc_fwd_kernel<T, D, BR, BC, NW, EXTRAS, STAGES>;
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+  }
+  dim3 grid((unsigned)((p.seq_q + BR - 1) / BR), (unsigned)p.hq, (unsigned)p.batch);
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
+  kern<<<grid, NW * 32, smem, st>>>(p);
+  return cudaGetLastError();
+}
+
+// Tile configurations (chosen by the compiler's register report: no spills; see PERF.md) and
+// pipeline depth. variant != 0 selects alternatives built with -DFA_TUNE for the benchmarks:
+// 1 = FA2's single-buffer schedule, 2 = two stages.
+template <typename T, bool EXTRAS> cudaError_t tc_forward_t(const AttnParams& p, int variant, cudaStream_t st) {
+  (void)variant;
+  if (p.d <= 64) {
+#ifdef FA_TUNE
+    if constexpr (!EXTRAS) if (variant == 1) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 1>(p, st);
+    if constexpr (!EXTRAS) if (variant == 2) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 2>(p, st);
+#endif
+    return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 3>(p, st);
+  }
+  if (p.d <= 128) {
+#ifdef FA_TUNE
+    if constexpr (!EXTRAS) if (variant == 1) return tc_fwd_launch<T, 128, 128, 32, 4, EXTRAS, 1>(p, st);
+    if constexpr (!EXTRAS) if (variant == 2) return tc_fwd_launch<T, 128, 128, 32, 4, EXTRAS, 2>(p, st);
+#endif
+    return tc_fwd_launch<T, 128, 128, 32, 4, EXTRAS, 3>(p, st);
+  }
+  return tc_fwd_launch<T, 256, 64, 32, 4, EXTRAS, 2>(p, st);
+}
+
+}  // namespace fa
+
+#define FA_INSTANTIATE_TC_FWD(T, NAME)                                                    \
+  namespace fa {                                                                         \
+  cudaError_t tc_forward_##NAME(const AttnParams& p, bool extras, int variant, cudaStream_t st) { \
+    return extras ? tc_forward_t<T, true>(p, variant, st) : tc_forward_t<T, false>(p, variant, st); \
+  }                                                                                      \
+  }

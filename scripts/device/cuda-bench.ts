@@ -1,0 +1,338 @@
+/**
+ * SPEC §9 benchmarks of the cuda backend, device time only (CUDA events around each call, data
+ * resident), median of the timed runs after warm-up. Bundled into .device/cuda-bench.mjs.
+ *
+ *   node .device/cuda-bench.mjs [--out dir] [--quick] [--iters N]
+ *
+ * Shapes: 16k tokens in total (b = 16384 / s), hidden 2048 (hq = 2048 / d), d in {64, 128},
+ * s in {512 ... 16384}, causal and not, bfloat16 and float16, forward and backward; decode sq = 1,
+ * hq = 32, hk = 8, d = 128, sk in {4096, 32768, 131072}, as GB/s of K and V read, next to a
+ * device-to-device copy; the tile variants of the tensor-core forward; the float32 (generic) path.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import {
+  backwardFlops,
+  type DeviceTensor,
+  type DType,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+  forwardFlops,
+  type HostTensor,
+} from '@flashattn/core';
+import { type CudaBackend, createCudaBackend } from '@flashattn/cuda';
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
+}
+const outDir = arg('out', 'test-output');
+const quick = process.argv.includes('--quick');
+const iters = Number(arg('iters', '10'));
+// --decode-only: the copy, the float32 (generic) forward and decode; skips the tensor-core shapes.
+const decodeOnly = process.argv.includes('--decode-only');
+
+// Fast N(0, 1) bit patterns: a table of 65536 Box-Muller draws indexed by a xorshift stream.
+function randomTensor(dtype: DType, shape: number[], seed: number): HostTensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const table = new Float32Array(65536);
+  let s = seed >>> 0 || 1;
+  const next = () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s;
+  };
+  for (let i = 0; i < 65536; i += 2) {
+    const u = (next() + 1) / 4294967297;
+    const v = next() / 4294967296;
+    const r = Math.sqrt(-2 * Math.log(u));
+    table[i] = r * Math.cos(2 * Math.PI * v);
+    table[i + 1] = r * Math.sin(2 * Math.PI * v);
+  }
+  if (dtype === 'float32') {
+    const data = new Float32Array(n);
+    for (let i = 0; i < n; i++) data[i] = table[next() & 65535];
+    return { dtype, shape, data };
+  }
+  const bits = new Uint16Array(65536);
+  for (let i = 0; i < 65536; i++)
+    bits[i] = dtype === 'float16' ? f32ToF16Bits(table[i]) : f32ToBf16Bits(table[i]);
+  const data = new Uint16Array(n);
+  for (let i = 0; i < n; i++) data[i] = bits[next() & 65535];
+  return { dtype, shape, data };
+}
+
+interface Row {
+  what: string;
+  dtype: string;
+  d: number;
+  s: number;
+  b: number;
+  hq: number;
+  causal: boolean;
+  ms: number;
+  tflops?: number;
+  gbs?: number;
+  kernel: string;
+  variant?: number;
+  spread?: number;
+}
+
+const rows: Row[] = [];
+function record(r: Row): void {
+  rows.push(r);
+  const rate = r.tflops !== undefined ? `${r.tflops.toFixed(1)} TFLOP/s` : `${r.gbs?.toFixed(0)} GB/s`;
+  console.log(
+    `${r.what.padEnd(12)} ${r.dtype.padEnd(8)} d=${String(r.d).padEnd(3)} s=${String(r.s).padEnd(6)} b=${String(r.b).padEnd(3)} hq=${String(r.hq).padEnd(3)} ${r.causal ? 'causal' : 'full  '} ${r.ms.toFixed(3).padStart(9)} ms  ${rate.padStart(16)}  [${r.kernel}${r.variant ? ` v${r.variant}` : ''}]`,
+  );
+}
+
+function spreadOf(ms: Float64Array): number {
+  const s = Float64Array.from(ms).sort();
+  return s.length ? (s[s.length - 1] - s[0]) / s[s.length >> 1] : 0;
+}
+
+async function main(): Promise<void> {
+  mkdirSync(outDir, { recursive: true });
+  const be: CudaBackend = await createCudaBackend();
+  console.log(`device: ${JSON.stringify(be.device)}`);
+
+  // Copy bandwidth (bytes read + bytes written per second).
+  const copyBytes = 2 ** 30;
+  const copyMs = await be.copyBench(copyBytes, 20);
+  const copyMed = Float64Array.from(copyMs).sort()[copyMs.length >> 1];
+  const copyGBs = (2 * copyBytes) / copyMed / 1e6;
+  console.log(
+    `device-to-device copy of 1 GiB: ${copyMed.toFixed(3)} ms = ${copyGBs.toFixed(0)} GB/s (read + write)`,
+  );
+
+  const TOKENS = 16384;
+  const HIDDEN = 2048;
+  const seqs = quick ? [1024, 4096] : [512, 1024, 2048, 4096, 8192, 16384];
+  const dims = [64, 128];
+  const dtypes: DType[] = ['bfloat16', 'float16'];
+  for (const dtype of decodeOnly ? [] : dtypes) {
+    const n = [1, TOKENS, HIDDEN / 128, 128];
+    const Q = (await be.upload(randomTensor(dtype, n, 11))) as DeviceTensor;
+    const K = (await be.upload(randomTensor(dtype, n, 12))) as DeviceTensor;
+    const V = (await be.upload(randomTensor(dtype, n, 13))) as DeviceTensor;
+    const dO = (await be.upload(randomTensor(dtype, n, 14))) as DeviceTensor;
+    for (const d of dims) {
+      for (const s of seqs) {
+        const b = TOKENS / s;
+        const hq = HIDDEN / d;
+        const shape = [b, s, hq, d];
+        const [q, k, v, dout] = [Q, K, V, dO].map((t) => be.view(t, shape));
+        for (const causal of [false, true]) {
+          const shp = { batch: b, headsQ: hq, seqQ: s, seqK: s, headDim: d, causal };
+          const f = await be.timeForward(q, k, v, { causal }, { warmup: 3, iters });
+          record({
+            what: 'forward',
+            dtype,
+            d,
+            s,
+            b,
+            hq,
+            causal,
+            ms: f.median,
+            tflops: forwardFlops(shp) / (f.median * 1e-3) / 1e12,
+            kernel: f.kernel,
+            spread: spreadOf(f.ms),
+          });
+          const r = await be.forward(q, k, v, { causal, returnLse: true });
+          const g = await be.timeBackward(
+            dout,
+            q,
+            k,
+            v,
+            r.out,
+            r.lse as DeviceTensor,
+            { causal },
+            { warmup: 2, iters },
+          );
+          be.free(r.out);
+          if (r.lse) be.free(r.lse);
+          record({
+            what: 'backward',
+            dtype,
+            d,
+            s,
+            b,
+            hq,
+            causal,
+            ms: g.median,
+            tflops: backwardFlops(shp) / (g.median * 1e-3) / 1e12,
+            kernel: g.kernel,
+            spread: spreadOf(g.ms),
+          });
+        }
+      }
+    }
+    // Tile variants of the tensor-core forward (FA_TUNE builds), bfloat16 only.
+    if (dtype === 'bfloat16') {
+      for (const d of dims) {
+        const s = 4096;
+        const b = TOKENS / s;
+        const hq = HIDDEN / d;
+        const [q, k, v] = [Q, K, V].map((t) => be.view(t, [b, s, hq, d]));
+        for (const causal of [false, true]) {
+          for (const variant of [0, 1, 2]) {
+            be.configure({ variant });
+            try {
+              const f = await be.timeForward(q, k, v, { causal }, { warmup: 3, iters });
+              const shp = { batch: b, headsQ: hq, seqQ: s, seqK: s, headDim: d, causal };
+              record({
+                what: 'fwd-variant',
+                dtype,
+                d,
+                s,
+                b,
+                hq,
+                causal,
+                ms: f.median,
+                tflops: forwardFlops(shp) / (f.median * 1e-3) / 1e12,
+                kernel: f.kernel,
+                variant,
+              });
+            } catch (e) {
+              console.log(`variant ${variant} d=${d}: ${(e as Error).message}`);
+            }
+          }
+          be.configure({ variant: 0 });
+        }
+        // Backward: the default (double-buffered) schedule against variant 1 (unpipelined).
+        const dO4 = be.view(dO, [b, s, hq, d]);
+        const r = await be.forward(q, k, v, { returnLse: true });
+        for (const variant of [0, 1]) {
+          be.configure({ variant });
+          const g = await be.timeBackward(
+            dO4,
+            q,
+            k,
+            v,
+            r.out,
+            r.lse as DeviceTensor,
+            {},
+            { warmup: 2, iters },
+          );
+          const shp = { batch: b, headsQ: hq, seqQ: s, seqK: s, headDim: d, causal: false };
+          record({
+            what: 'bwd-variant',
+            dtype,
+            d,
+            s,
+            b,
+            hq,
+            causal: false,
+            ms: g.median,
+            tflops: backwardFlops(shp) / (g.median * 1e-3) / 1e12,
+            kernel: g.kernel,
+            variant,
+          });
+        }
+        be.configure({ variant: 0 });
+        be.free(r.out);
+        if (r.lse) be.free(r.lse);
+      }
+      // The generic (CUDA-core) kernels on the same data, for reference.
+      be.configure({ forceGeneric: true });
+      for (const d of [64, 128]) {
+        const s = 2048;
+        const b = TOKENS / s;
+        const hq = HIDDEN / d;
+        const [q, k, v] = [Q, K, V].map((t) => be.view(t, [b, s, hq, d]));
+        const f = await be.timeForward(q, k, v, {}, { warmup: 1, iters: 3 });
+        const shp = { batch: b, headsQ: hq, seqQ: s, seqK: s, headDim: d, causal: false };
+        record({
+          what: 'fwd-generic',
+          dtype,
+          d,
+          s,
+          b,
+          hq,
+          causal: false,
+          ms: f.median,
+          tflops: forwardFlops(shp) / (f.median * 1e-3) / 1e12,
+          kernel: f.kernel,
+        });
+      }
+      be.configure({ forceGeneric: false });
+    }
+    for (const t of [Q, K, V, dO]) be.free(t);
+  }
+
+  // float32 (the generic kernels): one shape.
+  {
+    const d = 128;
+    const s = 2048;
+    const b = 2;
+    const hq = 16;
+    const shape = [b, s, hq, d];
+    const q = (await be.upload(randomTensor('float32', shape, 21))) as DeviceTensor;
+    const k = (await be.upload(randomTensor('float32', shape, 22))) as DeviceTensor;
+    const v = (await be.upload(randomTensor('float32', shape, 23))) as DeviceTensor;
+    for (const causal of [false, true]) {
+      const f = await be.timeForward(q, k, v, { causal }, { warmup: 1, iters: 5 });
+      const shp = { batch: b, headsQ: hq, seqQ: s, seqK: s, headDim: d, causal };
+      record({
+        what: 'forward',
+        dtype: 'float32',
+        d,
+        s,
+        b,
+        hq,
+        causal,
+        ms: f.median,
+        tflops: forwardFlops(shp) / (f.median * 1e-3) / 1e12,
+        kernel: f.kernel,
+      });
+    }
+    for (const t of [q, k, v]) be.free(t);
+  }
+
+  // Decode: sq = 1, hq = 32, hk = 8, d = 128, bfloat16 and float16; GB/s of K and V read.
+  for (const dtype of dtypes) {
+    for (const sk of [4096, 32768, 131072]) {
+      const b = 1;
+      const q = (await be.upload(randomTensor(dtype, [b, 1, 32, 128], 31))) as DeviceTensor;
+      const k = (await be.upload(randomTensor(dtype, [b, sk, 8, 128], 32))) as DeviceTensor;
+      const v = (await be.upload(randomTensor(dtype, [b, sk, 8, 128], 33))) as DeviceTensor;
+      const f = await be.timeForward(q, k, v, {}, { warmup: 5, iters: 20 });
+      const bytes = 2 * b * sk * 8 * 128 * 2;
+      record({
+        what: 'decode',
+        dtype,
+        d: 128,
+        s: sk,
+        b,
+        hq: 32,
+        causal: false,
+        ms: f.median,
+        gbs: bytes / f.median / 1e6,
+        kernel: `${f.kernel} x${f.splits}`,
+      });
+      for (const t of [q, k, v]) be.free(t);
+    }
+  }
+  const stats = await be.stats();
+  await be.dispose();
+  writeFileSync(
+    path.join(outDir, 'cuda-bench.json'),
+    JSON.stringify(
+      { date: new Date().toISOString(), device: be.device, copyGBs, copyMs: copyMed, iters, stats, rows },
+      null,
+      1,
+    ),
+  );
+  console.log(
+    `copy ${copyGBs.toFixed(0)} GB/s; decode best ${Math.max(...rows.filter((r) => r.what === 'decode').map((r) => r.gbs ?? 0)).toFixed(0)} GB/s`,
+  );
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Turns the JSON of a cuda-run.sh run (cuda-bench.json, cuda-anchor.json, cuda-verify-*.json) into the
+markdown tables of docs/BENCHMARKS.md's "@flashattn/cuda" section.
+
+    python3 scripts/device/cuda-report.py DIR > /tmp/section.md
+"""
+import json
+import os
+import sys
+
+
+def load(d, name):
+    p = os.path.join(d, name)
+    return json.load(open(p)) if os.path.exists(p) else None
+
+
+def main():
+    d = sys.argv[1]
+    bench = load(d, "cuda-bench.json")
+    anchor = load(d, "cuda-anchor.json")
+    out = []
+    for mode in ("auto", "generic"):
+        v = load(d, f"cuda-verify-{mode}.json")
+        if not v:
+            continue
+        rows = [r for r in v["rows"] if "[clone as " not in r["name"]]
+        clones = [r for r in v["rows"] if "[clone as " in r["name"]]
+        cnt = lambda lst, s: sum(1 for r in lst if r["status"] == s)
+        line = (f"- conformance, kernels `{mode}`: **{cnt(rows, 'pass')} pass**, {cnt(rows, 'fail')} fail, "
+                f"{cnt(rows, 'unsupported')} unsupported of {len(rows)} cases")
+        if clones:
+            line += (f"; float32 cases re-run in bfloat16/float16 (tensor-core coverage): {cnt(clones, 'pass')} pass, "
+                     f"{cnt(clones, 'fail')} fail of {len(clones)}")
+        out.append(line)
+        for r in v["rows"]:
+            if r["status"] == "fail":
+                out.append(f"  - FAIL {r['name']}: {r.get('message', '')[:300]}")
+    out.append("")
+    if not bench:
+        print("\n".join(out))
+        return
+    anc = {}
+    if anchor:
+        for r in anchor["rows"]:
+            anc[(r["backend"], r["dtype"], r["d"], r["s"], r["causal"])] = r
+    out.append(f"Copy (device to device, 1 GiB, read + write): {bench['copyGBs']:.0f} GB/s"
+               + (f"; torch's copy in the same run: {anchor['copy_gbs']:.0f} GB/s" if anchor else ""))
+    out.append("")
+    for what in ("forward", "backward"):
+        out.append(f"**{what.capitalize()}** (TFLOP/s, SPEC §9 FLOPs; ratio = ours / SDPA FLASH)")
+        out.append("")
+        out.append("| dtype | d | s | mask | ours ms | ours | SDPA flash | SDPA cuDNN | ours / flash |")
+        out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in bench["rows"]:
+            if r["what"] != what or r["dtype"] == "float32":
+                continue
+            key = r["dtype"], r["d"], r["s"], r["causal"]
+            fa = anc.get(("flash",) + key)
+            cu = anc.get(("cudnn",) + key)
+            k = "fwd_tflops" if what == "forward" else "bwd_tflops"
+            fl = fa[k] if fa else None
+            cd = cu[k] if cu else None
+            ratio = f"{r['tflops'] / fl:.2f}" if fl else "-"
+            out.append(f"| {r['dtype']} | {r['d']} | {r['s']} | {'causal' if r['causal'] else 'full'} | {r['ms']:.3f} | "
+                       f"{r['tflops']:.0f} | {fl:.0f} | {cd:.0f} | {ratio} |" if fl and cd else
+                       f"| {r['dtype']} | {r['d']} | {r['s']} | {'causal' if r['causal'] else 'full'} | {r['ms']:.3f} | "
+                       f"{r['tflops']:.0f} | - | - | - |")
+        out.append("")
+    out.append("**Decode** (sq = 1, hq = 32, hk = 8, d = 128, b = 1; GB/s of K and V read; copy as above)")
+    out.append("")
+    out.append("| dtype | sk | ms | GB/s | of copy | kernel |")
+    out.append("| --- | --- | --- | --- | --- | --- |")
+    for r in bench["rows"]:
+        if r["what"] == "decode":
+            out.append(f"| {r['dtype']} | {r['s']} | {r['ms']:.3f} | {r['gbs']:.0f} | {100 * r['gbs'] / bench['copyGBs']:.0f} % | {r['kernel']} |")
+    out.append("")
+    out.append("**Variants and other paths** (bfloat16, s = 4096 unless noted)")
+    out.append("")
+    out.append("| what | d | s | mask | variant | ms | TFLOP/s | kernel |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in bench["rows"]:
+        if r["what"] in ("fwd-variant", "bwd-variant", "fwd-generic") or r["dtype"] == "float32":
+            name = r["what"] if r["dtype"] != "float32" else "forward float32"
+            out.append(f"| {name} | {r['d']} | {r['s']} | {'causal' if r['causal'] else 'full'} | {r.get('variant', '-')} | "
+                       f"{r['ms']:.3f} | {r['tflops']:.1f} | {r['kernel']} |")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
