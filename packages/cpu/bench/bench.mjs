@@ -11,6 +11,7 @@
 // machine the two differ when other processes hold the cores.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { backwardFlops, forwardFlops } from '@flashattn/core';
 import { createCpuBackend, sharedTensor } from '../dist/index.js';
@@ -47,6 +48,13 @@ function tensor(dtype, shape, shared) {
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
+}
+
+function loadavg() {
+  return os
+    .loadavg()
+    .map((x) => x.toFixed(1))
+    .join(' ');
 }
 
 function cpuMs() {
@@ -108,9 +116,9 @@ async function speed() {
       const flops = pass === 'fwd' ? ff : bf;
       results[`${pass}${threads}`] = flops / t.wall / 1e6;
       console.log(
-        `${pass} threads=${threads} Br=${blockQ} Bc=${blockK}: ${t.wall.toFixed(1)} ms, ${(flops / t.wall / 1e6).toFixed(2)} GFLOP/s wall` +
-          ` (cpu ${t.cpu.toFixed(0)} ms, ${((flops / t.cpu / 1e6) * threads).toFixed(2)} GFLOP/s per busy core-equivalent x${threads});` +
-          ` runs ${t.all.map((x) => x.toFixed(0)).join(' ')} ms`,
+        `${pass} threads=${threads} Br=${blockQ} Bc=${blockK}: ${t.wall.toFixed(1)} ms, ${(flops / t.wall / 1e6).toFixed(2)} GFLOP/s` +
+          ` (process CPU ${t.cpu.toFixed(0)} ms = ${(flops / t.cpu / 1e6).toFixed(2)} GFLOP per CPU-second);` +
+          ` runs ${t.all.map((x) => x.toFixed(0)).join(' ')} ms; load average ${loadavg()}`,
       );
     }
     console.log(`  ${backend.info}`);

@@ -39,7 +39,7 @@ import {
 } from './job.js';
 import { availableCores, defaultWorkerUrl, sharedMemoryUnavailable, WorkerPool } from './pool.js';
 import { runAll } from './run.js';
-import { roundUp4, Scratch } from './scratch.js';
+import { Scratch } from './scratch.js';
 
 export interface CpuBackendOptions {
   /**
@@ -80,7 +80,7 @@ const PARALLEL_MIN_FLOPS = 4e6;
  * group, else consecutive Q blocks of one head. Decoding K and V costs O(Bc·d) per block against
  * O(Br·Bc·d) arithmetic per unit, so sharing it is what makes Br = 64 tiles pay (PERF.md).
  */
-const FORWARD_UNITS = 2;
+const FORWARD_UNITS = 4;
 const MAX_BLOCK = 1024;
 
 function clamp(x: number, lo: number, hi: number): number {
@@ -89,7 +89,7 @@ function clamp(x: number, lo: number, hi: number): number {
 
 /**
  * Tile sizes for head dim d: the FlashAttention rule (core's flashBlockSizes, Bc = ceil(M / 4d),
- * Br = min(Bc, d)) with M = cacheBytes / 4, rounded to multiples of 4 and clamped to [16, 128] rows
+ * Br = min(Bc, d)) with M = cacheBytes / 4, clamped to [16, 128] rows
  * and [16, 256] keys: a tile narrower than 16 wastes the micro-kernel, and one wider than the cache
  * budget only adds misses.
  */
@@ -99,8 +99,8 @@ export function cpuBlockSizes(
 ): { blockQ: number; blockK: number } {
   const { Bc, Br } = flashBlockSizes((options.cacheBytes ?? DEFAULT_CACHE_BYTES) / 4, headDim);
   return {
-    blockQ: options.blockQ ?? clamp(roundUp4(Br), 16, 128),
-    blockK: options.blockK ?? clamp(roundUp4(Bc), 16, 256),
+    blockQ: options.blockQ ?? clamp(Br, 16, 128),
+    blockK: options.blockK ?? clamp(Bc, 16, 256),
   };
 }
 

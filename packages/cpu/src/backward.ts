@@ -30,11 +30,11 @@ import {
   type Dropout,
   dropWeight,
   expFast,
+  loadRT,
+  loadT,
   type Modifiers,
   modifiersFor,
   modifyRow,
-  loadRT,
-  loadT,
   readRow,
   writeRow,
 } from './tile.js';

@@ -86,7 +86,11 @@ export function rowsKeyRange(p: Problem, i0: number, rows: number, sq: number, s
  * share each decoded K/V block: first the heads of the GQA group, then consecutive Q blocks of a head.
  * Q blocks whose rows see no key are still items: they write zeros and -Infinity.
  */
-export function forwardItems(p: Problem, blockQ: number, units: number): { items: Int32Array; pairs: number } {
+export function forwardItems(
+  p: Problem,
+  blockQ: number,
+  units: number,
+): { items: Int32Array; pairs: number } {
   const list: Costed[] = [];
   const G = p.groupSize;
   const ng = Math.min(G, units);

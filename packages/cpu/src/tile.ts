@@ -42,14 +42,7 @@ export function expFast(x: number): number {
 }
 
 /** Reads d values of a tensor at `off` into `row`. */
-export function readRow(
-  src: Data,
-  dtype: DType,
-  off: number,
-  d: number,
-  row: Tile,
-  s: Scratch,
-): void {
+export function readRow(src: Data, dtype: DType, off: number, d: number, row: Tile, s: Scratch): void {
   if (dtype === 'float32') {
     const f = src as Float32Array;
     for (let c = 0; c < d; c++) row[c] = f[off + c];
