@@ -14,7 +14,7 @@ trap 'rm -rf "$work"' EXIT
 packs=$work/packs
 mkdir -p "$packs"
 cd "$top"
-for p in core cpu wasm-simd webgpu cuda; do
+for p in core conformance cpu wasm-simd webgpu cuda cli; do
   (cd "packages/$p" && pnpm pack --pack-destination "$packs" >/dev/null)
 done
 echo "tarballs:"
@@ -88,4 +88,11 @@ if ! grep -q 'the CUDA addon is not built' install.log; then
 fi
 grep '@flashattn/cuda:' install.log
 node -e "import('@flashattn/core').then(async (c) => { await import('@flashattn/cuda'); const s = (await c.listBackends()).find((b) => b.name === 'cuda'); if (!s || s.available) { console.error('FAIL: cuda status', s); process.exit(1); } console.log('cuda:', s.reason); })"
+echo "::: 6. the flashattn command and the conformance cases, from their tarballs"
+mkdir -p "$work/cli" && cd "$work/cli"
+printf '{ "name": "consumer-cli", "private": true, "type": "module" }\n' > package.json
+npm install --no-save --omit=optional --legacy-peer-deps "$(tgz core)" "$(tgz cpu)" "$(tgz conformance)" "$(tgz cli)" >/dev/null
+npx --no-install flashattn info
+npx --no-install flashattn verify --backend cpu
+node -e "import('@flashattn/conformance/cases').then((m) => { const n = m.conformanceCases({ quick: true }).length; if (n < 100) process.exit(1); console.log('conformance cases:', n); })"
 echo "consumer test passed"
