@@ -201,10 +201,13 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   const ctx = { capabilities, backend: 'cpu' };
   const scratch = new Scratch();
   let disposed = false;
+  const noSharedMemory = options.threads === 1 ? null : sharedMemoryUnavailable();
   let info =
     options.threads === 1
       ? 'single-threaded (threads: 1)'
-      : `up to ${options.threads ?? 'one per core'} worker threads (started on the first large call)`;
+      : noSharedMemory
+        ? `single-threaded: ${noSharedMemory}`
+        : `up to ${options.threads ?? 'one per core'} worker threads (started on the first large call)`;
   let poolPromise: Promise<WorkerPool | null> | null = null;
 
   const alive = () => {

@@ -168,7 +168,6 @@ function kvBlock(
   const keys = Math.min(Bc, sk - j0);
   const dr = p.dropout;
 
-  const row = s.get('row', DP);
   const Kt = s.get('Kt', d * BC);
   const Vt = s.get('Vt', d * BC);
   const Qt = s.get('Qt', d * BR);
@@ -292,7 +291,6 @@ function qItem(job: BackwardJob, s: Scratch, b: number, h: number, qb: number): 
   const hk = Math.floor(h / p.groupSize);
   const dr = p.dropout;
 
-  const row = s.get('row', DP);
   const Qt = s.get('Qt', d * BR);
   const dOt = s.get('dOt', d * BR);
   const Kt = s.get('Kt', d * BC);

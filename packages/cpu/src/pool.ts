@@ -171,7 +171,12 @@ export class WorkerPool {
       else this.workerDied(e);
     };
     if (wt) {
-      const worker = new wt.Worker(url, { execArgv: workerExecArgv() });
+      // The kernels allocate little that lives: a small young generation keeps each worker's RSS
+      // about 5 MiB lower (PERF.md, memory) at no measurable cost.
+      const worker = new wt.Worker(url, {
+        execArgv: workerExecArgv(),
+        resourceLimits: { maxYoungGenerationSizeMb: 2 },
+      });
       worker.on('message', message);
       worker.on('error', failure);
       worker.on('exit', (code) => failure(new Error(`a worker thread exited with code ${code}`)));

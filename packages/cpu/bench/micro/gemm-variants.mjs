@@ -1,236 +1,81 @@
-function mk(n) {
-  const a = new Float64Array(n);
+// Register-block shapes and storage for the tile product C = Aᵀ·B (64×128, k = 64), the kernel of
+// PERF.md changes 1, 2, 7, 10 and 11. Each variant is generated as its own function so that V8's
+// feedback stays monomorphic. Prints the best of 12 timings in GFLOP per CPU-second.
+//
+//   node bench/micro/gemm-variants.mjs                 all variants
+//   node bench/micro/gemm-variants.mjs 2x4:array 3x3:array   (each in its own process)
+const M = 64;
+const N = 128;
+const K = 64;
+
+function kernel(R, Cn) {
+  let s = 'return function (A, lda, B, ldb, C, ldc, M, N, K) {\n';
+  s += ` for (let m = 0; m < M; m += ${R}) {\n  for (let n = 0; n < N; n += ${Cn}) {\n`;
+  for (let i = 0; i < R; i++) for (let j = 0; j < Cn; j++) s += `   let c${i}_${j} = 0;\n`;
+  s += '   let ai = m, bi = n;\n   for (let k = 0; k < K; k++) {\n';
+  for (let j = 0; j < Cn; j++) s += `    const b${j} = B[bi + ${j}];\n`;
+  for (let i = 0; i < R; i++) {
+    s += `    { const a = A[ai + ${i}];`;
+    for (let j = 0; j < Cn; j++) s += ` c${i}_${j} += a * b${j};`;
+    s += ' }\n';
+  }
+  s += '    ai += lda; bi += ldb;\n   }\n';
+  for (let i = 0; i < R; i++)
+    for (let j = 0; j < Cn; j++) s += `   C[(m + ${i}) * ldc + n + ${j}] = c${i}_${j};\n`;
+  s += '  }\n }\n}';
+  return new Function(s)();
+}
+
+// A dot product per output with one accumulator: bound by the add latency.
+function dot(A, lda, B, ldb, C, ldc, M, N, K) {
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let acc = 0;
+      for (let k = 0; k < K; k++) acc += A[k * lda + m] * B[k * ldb + n];
+      C[m * ldc + n] = acc;
+    }
+  }
+}
+
+function storage(kind, n) {
+  const a = kind === 'f64' ? new Float64Array(n) : kind === 'f32' ? new Float32Array(n) : [];
   for (let i = 0; i < n; i++) a[i] = Math.random() - 0.5;
   return a;
 }
-// TN specialised: A[k*lda+m], B[k*ldb+n]
-function gTN(A, lda, B, ldb, C, ldc, M, N, K) {
-  for (let m = 0; m < M; m += 2) {
-    const r0 = m * ldc,
-      r1 = r0 + ldc;
-    for (let n = 0; n < N; n += 4) {
-      let c00 = 0,
-        c01 = 0,
-        c02 = 0,
-        c03 = 0,
-        c10 = 0,
-        c11 = 0,
-        c12 = 0,
-        c13 = 0;
-      let ai = m,
-        bi = n;
-      for (let k = 0; k < K; k++) {
-        const a0 = A[ai],
-          a1 = A[ai + 1],
-          b0 = B[bi],
-          b1 = B[bi + 1],
-          b2 = B[bi + 2],
-          b3 = B[bi + 3];
-        c00 += a0 * b0;
-        c01 += a0 * b1;
-        c02 += a0 * b2;
-        c03 += a0 * b3;
-        c10 += a1 * b0;
-        c11 += a1 * b1;
-        c12 += a1 * b2;
-        c13 += a1 * b3;
-        ai += lda;
-        bi += ldb;
-      }
-      const o0 = r0 + n,
-        o1 = r1 + n;
-      C[o0] = c00;
-      C[o0 + 1] = c01;
-      C[o0 + 2] = c02;
-      C[o0 + 3] = c03;
-      C[o1] = c10;
-      C[o1 + 1] = c11;
-      C[o1 + 2] = c12;
-      C[o1 + 3] = c13;
-    }
-  }
-}
-// generic strides: A[m*am + k*ak], B[k*bk + n*bn]
-function gS(A, am, ak, B, bk, bn, C, ldc, M, N, K) {
-  for (let m = 0; m < M; m += 2) {
-    const r0 = m * ldc,
-      r1 = r0 + ldc;
-    for (let n = 0; n < N; n += 4) {
-      let c00 = 0,
-        c01 = 0,
-        c02 = 0,
-        c03 = 0,
-        c10 = 0,
-        c11 = 0,
-        c12 = 0,
-        c13 = 0;
-      let a0i = m * am,
-        a1i = a0i + am,
-        b0i = n * bn,
-        b1i = b0i + bn,
-        b2i = b1i + bn,
-        b3i = b2i + bn;
-      for (let k = 0; k < K; k++) {
-        const a0 = A[a0i],
-          a1 = A[a1i],
-          b0 = B[b0i],
-          b1 = B[b1i],
-          b2 = B[b2i],
-          b3 = B[b3i];
-        c00 += a0 * b0;
-        c01 += a0 * b1;
-        c02 += a0 * b2;
-        c03 += a0 * b3;
-        c10 += a1 * b0;
-        c11 += a1 * b1;
-        c12 += a1 * b2;
-        c13 += a1 * b3;
-        a0i += ak;
-        a1i += ak;
-        b0i += bk;
-        b1i += bk;
-        b2i += bk;
-        b3i += bk;
-      }
-      const o0 = r0 + n,
-        o1 = r1 + n;
-      C[o0] = c00;
-      C[o0 + 1] = c01;
-      C[o0 + 2] = c02;
-      C[o0 + 3] = c03;
-      C[o1] = c10;
-      C[o1 + 1] = c11;
-      C[o1 + 2] = c12;
-      C[o1 + 3] = c13;
-    }
-  }
-}
-// NT specialised: A[m*lda + k], B[n*ldb + k] (both row-major along k)
-function gNT(A, lda, B, ldb, C, ldc, M, N, K) {
-  for (let m = 0; m < M; m += 2) {
-    const r0 = m * ldc,
-      r1 = r0 + ldc,
-      a0o = m * lda,
-      a1o = a0o + lda;
-    for (let n = 0; n < N; n += 4) {
-      let c00 = 0,
-        c01 = 0,
-        c02 = 0,
-        c03 = 0,
-        c10 = 0,
-        c11 = 0,
-        c12 = 0,
-        c13 = 0;
-      const b0o = n * ldb,
-        b1o = b0o + ldb,
-        b2o = b1o + ldb,
-        b3o = b2o + ldb;
-      for (let k = 0; k < K; k++) {
-        const a0 = A[a0o + k],
-          a1 = A[a1o + k],
-          b0 = B[b0o + k],
-          b1 = B[b1o + k],
-          b2 = B[b2o + k],
-          b3 = B[b3o + k];
-        c00 += a0 * b0;
-        c01 += a0 * b1;
-        c02 += a0 * b2;
-        c03 += a0 * b3;
-        c10 += a1 * b0;
-        c11 += a1 * b1;
-        c12 += a1 * b2;
-        c13 += a1 * b3;
-      }
-      const o0 = r0 + n,
-        o1 = r1 + n;
-      C[o0] = c00;
-      C[o0 + 1] = c01;
-      C[o0 + 2] = c02;
-      C[o0 + 3] = c03;
-      C[o1] = c10;
-      C[o1 + 1] = c11;
-      C[o1 + 2] = c12;
-      C[o1 + 3] = c13;
-    }
-  }
-}
-// NN specialised: A[m*lda + k], B[k*ldb + n]
-function gNN(A, lda, B, ldb, C, ldc, M, N, K) {
-  for (let m = 0; m < M; m += 2) {
-    const r0 = m * ldc,
-      r1 = r0 + ldc,
-      a0o = m * lda,
-      a1o = a0o + lda;
-    for (let n = 0; n < N; n += 4) {
-      let c00 = 0,
-        c01 = 0,
-        c02 = 0,
-        c03 = 0,
-        c10 = 0,
-        c11 = 0,
-        c12 = 0,
-        c13 = 0;
-      let bi = n;
-      for (let k = 0; k < K; k++) {
-        const a0 = A[a0o + k],
-          a1 = A[a1o + k],
-          b0 = B[bi],
-          b1 = B[bi + 1],
-          b2 = B[bi + 2],
-          b3 = B[bi + 3];
-        c00 += a0 * b0;
-        c01 += a0 * b1;
-        c02 += a0 * b2;
-        c03 += a0 * b3;
-        c10 += a1 * b0;
-        c11 += a1 * b1;
-        c12 += a1 * b2;
-        c13 += a1 * b3;
-        bi += ldb;
-      }
-      const o0 = r0 + n,
-        o1 = r1 + n;
-      C[o0] = c00;
-      C[o0 + 1] = c01;
-      C[o0 + 2] = c02;
-      C[o0 + 3] = c03;
-      C[o1] = c10;
-      C[o1 + 1] = c11;
-      C[o1 + 2] = c12;
-      C[o1 + 3] = c13;
-    }
-  }
-}
-const M = 64,
-  N = 128,
-  K = 64;
-const A = mk(4 * 128 * 128),
-  B = mk(4 * 128 * 128),
-  C = new Float64Array(128 * 128 + 64);
-function cpu() {
+
+function cpuMs() {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 }
-const flops = 2 * M * N * K;
-const variants = [
-  ['TN', () => gTN(A, M, B, N, C, N, M, N, K)],
-  ['S-TN', () => gS(A, 1, M, B, N, 1, C, N, M, N, K)],
-  ['NT', () => gNT(A, K, B, K, C, N, M, N, K)],
-  ['S-NT', () => gS(A, K, 1, B, 1, K, C, N, M, N, K)],
-  ['NN', () => gNN(A, K, B, N, C, N, M, N, K)],
-  ['S-NN', () => gS(A, K, 1, B, N, 1, C, N, M, N, K)],
-];
-const tot = {};
-for (let rep = 0; rep < 6; rep++)
-  for (const [name, f] of variants) {
-    for (let w = 0; w < 50; w++) f();
-    const reps = 1500;
-    const c0 = cpu();
-    for (let w = 0; w < reps; w++) f();
-    const cms = cpu() - c0;
-    (tot[name] ??= []).push((flops * reps) / cms / 1e6);
+
+function run(spec) {
+  const [shape, kind] = spec.split(':');
+  const [R, Cn] = shape === 'dot' ? [1, 1] : shape.split('x').map(Number);
+  const g = shape === 'dot' ? dot : kernel(R, Cn);
+  const Mr = Math.ceil(M / R) * R;
+  const Nr = Math.ceil(N / Cn) * Cn;
+  const A = storage(kind, K * Mr);
+  const B = storage(kind, K * Nr);
+  const C = storage(kind, Mr * Nr);
+  const f = () => g(A, Mr, B, Nr, C, Nr, Mr, Nr, K);
+  for (let w = 0; w < 30; w++) f();
+  let best = 0;
+  for (let r = 0; r < 12; r++) {
+    const c0 = cpuMs();
+    for (let w = 0; w < 100; w++) f();
+    best = Math.max(best, (2 * Mr * Nr * K * 100) / (cpuMs() - c0) / 1e6);
   }
-for (const [k, v] of Object.entries(tot)) {
-  v.sort((a, b) => a - b);
-  console.log(k, 'median', v[3].toFixed(2), 'max', v[5].toFixed(2));
+  console.log(`${spec.padEnd(10)} ${best.toFixed(2)} GFLOP/s`);
+}
+
+// One variant per process: variants sharing a process share V8's feedback for the common code
+// and distort each other.
+const specs = process.argv.slice(2);
+if (specs.length === 1) run(specs[0]);
+else {
+  const { spawnSync } = await import('node:child_process');
+  const all = specs.length
+    ? specs
+    : ['dot:f64', '2x4:f32', '2x4:f64', '2x4:array', '4x4:array', '3x3:array', '4x2:array', '2x6:array'];
+  for (const s of all) spawnSync(process.execPath, [process.argv[1], s], { stdio: 'inherit' });
 }
