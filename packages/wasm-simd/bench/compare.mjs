@@ -7,7 +7,9 @@
 // Each round runs every measurement once, back to back, and the ratios are taken per round, so a
 // machine shared with other work (load changes from second to second) biases them less; the median
 // round is reported.
-//   node bench/compare.mjs [--seq 2048] [--d 64] [--hq 8] [--rounds 5] [--no-cpu] [--no-backward]
+//   node bench/compare.mjs [--seq 2048] [--d 64] [--hq 8] [--rounds 5] [--cpu-rounds N] [--no-cpu] [--no-backward]
+// --cpu-rounds N times the cpu backend in the first N rounds only (it is 10-15x slower: on a lent
+// machine, its one round costs more than all of wasm-simd's).
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { tensorFromArray } from '@flashattn/core';
@@ -19,6 +21,7 @@ const { values } = parseArgs({
     d: { type: 'string', default: '64' },
     hq: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '5' },
+    'cpu-rounds': { type: 'string' },
     'no-cpu': { type: 'boolean', default: false },
     'no-backward': { type: 'boolean', default: false },
     causal: { type: 'boolean', default: false },
@@ -28,6 +31,7 @@ const s = Number(values.seq);
 const d = Number(values.d);
 const hq = Number(values.hq);
 const rounds = Number(values.rounds);
+const cpuRounds = values['cpu-rounds'] === undefined ? rounds : Number(values['cpu-rounds']);
 let seed = 1;
 const rnd = (n) => {
   const a = new Float32Array(n);
@@ -64,25 +68,33 @@ async function time(fn) {
 }
 const fwdRef = await w1.forward(q, k, v, opts);
 await w2.forward(q, k, v, opts);
-if (cpu) await cpu.forward(q, k, v, opts);
+if (cpu) {
+  // The cpu backend's JIT warm-up on a short sequence: the same functions, a 64th of the time.
+  const ws = [1, Math.min(256, s), hq, d];
+  const wn = ws[1] * hq * d;
+  const [wq, wk, wv, wd] = [rnd(wn), rnd(wn), rnd(wn), rnd(wn)].map((a) => tensorFromArray(a, ws));
+  const wf = await cpu.forward(wq, wk, wv, opts);
+  if (!values['no-backward']) await cpu.backward(wd, wq, wk, wv, wf.out, wf.lse, opts);
+}
 const rows = [];
 for (let r = 0; r < rounds; r++) {
   const row = {};
+  const withCpu = cpu && r < cpuRounds;
   row.peak1 = w1.peakGflops(0.3);
   row.w1 = fwdFlops / (await time(() => w1.forward(q, k, v, opts))) / 1e6;
   row.w2 = fwdFlops / (await time(() => w2.forward(q, k, v, opts))) / 1e6;
-  if (cpu) row.cpu1 = fwdFlops / (await time(() => cpu.forward(q, k, v, opts))) / 1e6;
+  if (withCpu) row.cpu1 = fwdFlops / (await time(() => cpu.forward(q, k, v, opts))) / 1e6;
   if (!values['no-backward']) {
     row.w1b = bwdFlops / (await time(() => w1.backward(dout, q, k, v, fwdRef.out, fwdRef.lse, opts))) / 1e6;
     row.w2b = bwdFlops / (await time(() => w2.backward(dout, q, k, v, fwdRef.out, fwdRef.lse, opts))) / 1e6;
-    if (cpu)
+    if (withCpu)
       row.cpu1b =
         bwdFlops / (await time(() => cpu.backward(dout, q, k, v, fwdRef.out, fwdRef.lse, opts))) / 1e6;
   }
   row.ofPeak = row.w1 / row.peak1;
   row.twoOverOne = row.w2 / row.w1;
-  if (cpu) row.vsCpu = row.w1 / row.cpu1;
-  if (cpu && row.w1b) row.bwdVsCpu = row.w1b / row.cpu1b;
+  if (withCpu) row.vsCpu = row.w1 / row.cpu1;
+  if (withCpu && row.w1b) row.bwdVsCpu = row.w1b / row.cpu1b;
   rows.push(row);
   console.log(
     `round ${r + 1}: ${Object.entries(row)
@@ -97,7 +109,7 @@ const median = (key) => {
     .sort((x, y) => x - y);
   return a.length ? a[Math.floor(a.length / 2)] : undefined;
 };
-const keys = Object.keys(rows[0]);
+const keys = [...new Set(rows.flatMap((x) => Object.keys(x)))];
 console.log(
   `\nb=1 hq=${hq} d=${d} s=${s}${values.causal ? ' causal' : ''} float32, ${w1.details.variant} (${rounds} rounds, GFLOP/s and ratios, medians):`,
 );
