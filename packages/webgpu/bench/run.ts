@@ -4,13 +4,18 @@
  * all in one process on one device. Bundled by bench/bundle.mjs into one file with every dependency
  * inlined except `webgpu`, which is loaded from node_modules next to it.
  *
- *   node bench.mjs [--out DIR] [--conformance-seconds N] [--quick]
+ *   node bench.mjs [--out DIR] [--conformance-seconds N] [--quick] [--no-forward] [--decode-variants]
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { conformanceCases, runCase } from '@flashattn/conformance/cases';
 import { type AttentionOptions, type DeviceTensor, fromFloat32 } from '@flashattn/core';
-import { createWebGPUBackend, type WebGPUBackend } from '../src/index.js';
+import {
+  createWebGPUBackend,
+  type DecodeTuning,
+  type WebGPUBackend,
+  type WebGPUBackendOptions,
+} from '../src/index.js';
 import { copyGBps, matmulTflops, shaderCopyGBps, threePass } from './anchors.js';
 
 const args = process.argv.slice(2);
@@ -96,7 +101,7 @@ async function main() {
 
   const fwd: Record<string, unknown>[] = [];
   const seqs = smoke ? [256] : quick ? [1024, 4096] : [512, 1024, 2048, 4096, 8192, 16384];
-  for (const d of smoke ? [64] : [64, 128]) {
+  for (const d of smoke || args.includes('--no-forward') ? [] : [64, 128]) {
     for (const s of seqs) {
       const b = smoke ? 1 : 16384 / s;
       const hq = smoke ? 2 : 2048 / d;
@@ -153,18 +158,51 @@ async function main() {
     }
   }
   results.forward = fwd;
-  if (be.adapterInfo.subgroups && !smoke) {
-    // The same kernel without subgroup shuffles (row max through workgroup memory), for comparison.
-    const nosg = await createWebGPUBackend({ subgroups: false });
-    const b = 4;
-    const s = 4096;
+  if (!smoke && !quick && !args.includes('--no-forward')) {
+    // Past s = 16384 one head's S (s² · 4 bytes) outgrows a 2 GiB storage binding: the three-pass cannot
+    // run at all, while the fused kernel's memory stays O(s · d).
+    const b = 1;
+    const s = 32768;
     const hq = 16;
     const d = 128;
-    const q = (await nosg.upload(randomHost([b, s, hq, d], 1))) as DeviceTensor;
-    const t = await nosg.timeForward(q, q, q, {}, 4);
-    results.noSubgroups = { d, s, tflops: (4 * d * s * s * b * hq) / t / 1e12 };
-    log(`no-subgroup forward d=128 s=4096: ${JSON.stringify(results.noSubgroups)}`);
-    await nosg.dispose();
+    const tp = await threePass(device, b, s, hq, d);
+    const q = (await be.upload(randomHost([b, s, hq, d], 1))) as DeviceTensor;
+    const k = (await be.upload(randomHost([b, s, hq, d], 2))) as DeviceTensor;
+    const v = (await be.upload(randomHost([b, s, hq, d], 3))) as DeviceTensor;
+    const t = await be.timeForward(q, k, v, {}, 1);
+    const flops = 4 * d * pairs(b, s, hq, false);
+    results.longSeq = { b, s, hq, d, flashMs: t * 1e3, flashTflops: flops / t / 1e12, threePass: tp };
+    log(
+      `s=32768 d=128: flash ${(t * 1e3).toFixed(1)} ms (${(flops / t / 1e12).toFixed(2)} TFLOP/s); three-pass: ${JSON.stringify(tp)}`,
+    );
+    for (const x of [q, k, v]) be.free(x);
+  }
+  if (be.adapterInfo.subgroups && !smoke && !args.includes('--no-forward')) {
+    // The forward's row max through workgroup memory (the default) against subgroup shuffles, like for
+    // like: each on a fresh device, distinct q, k, v, the same shapes, alternated twice.
+    const cmp: Record<string, unknown>[] = [];
+    for (const round of [0, 1]) {
+      for (const forwardSubgroups of [false, true]) {
+        const sg = await createWebGPUBackend({ forwardSubgroups });
+        for (const d of [64, 128]) {
+          const b = 4;
+          const s = 4096;
+          const hq = 2048 / d;
+          const q = (await sg.upload(randomHost([b, s, hq, d], 1))) as DeviceTensor;
+          const k = (await sg.upload(randomHost([b, s, hq, d], 2))) as DeviceTensor;
+          const v = (await sg.upload(randomHost([b, s, hq, d], 3))) as DeviceTensor;
+          const times: number[] = [];
+          for (let r = 0; r < 3; r++) times.push(await sg.timeForward(q, k, v, {}, 4));
+          times.sort((x, y) => x - y);
+          const row = { round, forwardSubgroups, d, s, tflops: (4 * d * s * s * b * hq) / times[1] / 1e12 };
+          log(`row max via ${forwardSubgroups ? 'shuffles' : 'workgroup memory'}: ${JSON.stringify(row)}`);
+          cmp.push(row);
+          for (const x of [q, k, v]) sg.free(x);
+        }
+        await sg.dispose();
+      }
+    }
+    results.rowMaxComparison = cmp;
   }
 
   const dec: Record<string, unknown>[] = [];
@@ -189,6 +227,47 @@ async function main() {
     for (const x of [q, k, v]) be.free(x);
   }
   results.decode = dec;
+  if (args.includes('--decode-variants')) {
+    // Decode tunings × target workgroup counts at the issue's shape. The backend reads its options object
+    // on every call, so one upload serves every workgroup count of a tuning.
+    const variants: Record<string, unknown>[] = [];
+    const tunings: DecodeTuning[] = [
+      {},
+      { prefetch: false, keysPerPass: 2 },
+      { keysPerPass: 2 },
+      { laneColumns: 8 },
+    ];
+    for (const sk of [32768, 131072]) {
+      for (const [ti, tuning] of tunings.entries()) {
+        if (sk > 32768 && ti > 1) continue;
+        const opts: WebGPUBackendOptions = { decode: { ...tuning } };
+        const vb = await createWebGPUBackend(opts);
+        const q = (await vb.upload(randomHost([1, 1, 32, 128], 5))) as DeviceTensor;
+        const k = (await vb.upload(randomHost([1, sk, 8, 128], 6))) as DeviceTensor;
+        const v = (await vb.upload(randomHost([1, sk, 8, 128], 7))) as DeviceTensor;
+        for (const wgs of [128, 256, 512, 1024]) {
+          opts.decode = { ...tuning, workgroups: wgs };
+          const times: number[] = [];
+          for (let r = 0; r < 3; r++) times.push(await vb.timeForward(q, k, v, {}, 20));
+          times.sort((x, y) => x - y);
+          const bytes = 2 * sk * 8 * 128 * 4;
+          const row = {
+            sk,
+            ...opts.decode,
+            us: times[1] * 1e6,
+            GBps: bytes / times[1] / 1e9,
+            pctCopy: (100 * bytes) / times[1] / 1e9 / copy,
+          };
+          log(
+            `decode variant sk=${sk} ${JSON.stringify(opts.decode)}: ${row.us.toFixed(1)} us, ${row.GBps.toFixed(0)} GB/s (${row.pctCopy.toFixed(0)}% of copy)`,
+          );
+          variants.push(row);
+        }
+        await vb.dispose();
+      }
+    }
+    results.decodeVariants = variants;
+  }
   writeFileSync(join(outDir, 'webgpu-bench.json'), JSON.stringify(results, null, 2));
   await be.dispose();
   log('done');

@@ -42,6 +42,8 @@ import {
 import {
   combineBindings,
   combineShader,
+  DECODE_ROWS,
+  DECODE_THREADS,
   type DecodeConfig,
   decodeBindings,
   decodeShader,
@@ -56,8 +58,15 @@ const STORAGE_USAGE = BU.STORAGE | BU.COPY_SRC | BU.COPY_DST;
 const COMPUTE_STAGE = 4;
 
 export interface WebGPUBackendOptions extends GpuOptions {
-  /** Use subgroup operations where the adapter has them (default true). */
+  /** Use subgroup operations where the adapter has them (default true; false turns off both uses below). */
   subgroups?: boolean;
+  /**
+   * Reduce the forward's row max with subgroup shuffles (adapters with subgroups of at least 16 lanes).
+   * Default false: through workgroup memory, the path every adapter takes and the conformance suite runs
+   * on lavapipe; like for like on an H200 the shuffles were 0–3% faster (PERF.md, run 4). The decode
+   * kernel's cross-lane sums use shuffles whenever `subgroups` allows.
+   */
+  forwardSubgroups?: boolean;
   /** For tests: treat storage bindings as at most this many bytes, which forces the chunked path. */
   maxBindingBytes?: number;
   /** Split-KV decode for calls whose longest query sequence is at most this (default 16). */
@@ -68,7 +77,29 @@ export interface WebGPUBackendOptions extends GpuOptions {
    * which matters on software adapters (lavapipe compiles one attention pipeline in about a minute).
    */
   headDimBuckets?: number[];
+  /** Decode tuning, for benchmarks (see DECODE_DEFAULTS). */
+  decode?: DecodeTuning;
 }
+
+export interface DecodeTuning {
+  /** Keys each lane group loads per loop pass: 1, 2 or 4. */
+  keysPerPass?: number;
+  /** Head-dim columns per lane: 8 or 16 (lanes per key = head-dim bucket / this). */
+  laneColumns?: number;
+  /** Loads of the next pass issued before this pass's arithmetic. */
+  prefetch?: boolean;
+  /** How many workgroups the key splits aim at. */
+  workgroups?: number;
+}
+
+// Fastest of the variants timed on an H200 (PERF.md, run 4): one key per lane group and pass with the
+// next pass's loads in flight, 16 columns per lane, splits for about 256 workgroups.
+const DECODE_DEFAULTS: Required<DecodeTuning> = {
+  keysPerPass: 1,
+  laneColumns: 16,
+  prefetch: true,
+  workgroups: 256,
+};
 
 type BindingKind = 'uniform' | 'read' | 'rw';
 
@@ -85,6 +116,9 @@ interface Ctx {
   maxGroups: number;
   storage: number;
   useSubgroups: boolean;
+  /** Smallest subgroup size where subgroup operations may be used (0: none). */
+  subgroupMin: number;
+  scratch: Map<string, GPUBuffer>;
   buckets: number[];
 }
 
@@ -108,6 +142,11 @@ export class WebGPUTensor implements DeviceTensor {
 
 function align4(n: number): number {
   return Math.max(4, Math.ceil(n / 4) * 4);
+}
+
+/** Buffer and binding sizes: whole vec4s, so that a kernel may read any tensor as array<vec4<f32>>. */
+function align16(n: number): number {
+  return Math.max(16, Math.ceil(n / 16) * 16);
 }
 
 function headDimBucket(d: number, buckets: number[] = [64, 128, 256]): number {
@@ -145,12 +184,17 @@ function tileConfig(DP: number, storage: number, subgroups: boolean, backward: b
   );
 }
 
-function decodeConfig(DP: number, storage: number): DecodeConfig {
-  for (const RW of DP === 256 ? [8, 4] : [16, 8, 4]) {
-    for (const BK of [32, 16, 8, 4]) {
-      const c = { DP, RW, BK };
-      if (decodeStorage(c) <= storage) return c;
-    }
+function decodeConfig(
+  DP: number,
+  storage: number,
+  subgroupMin: number,
+  t: Required<DecodeTuning>,
+): DecodeConfig {
+  const G = Math.min(32, DP / (t.laneColumns === 8 ? 8 : 16));
+  const NB = [1, 2, 4].includes(t.keysPerPass) ? t.keysPerPass : 2;
+  for (const S of [4, 2, 1]) {
+    const c: DecodeConfig = { DP, G, NB, S, shuffle: subgroupMin >= G, prefetch: t.prefetch };
+    if (decodeStorage(c) <= storage) return c;
   }
   return fail(
     'BACKEND_UNAVAILABLE',
@@ -187,7 +231,7 @@ class Run {
   }
 
   buffer(bytes: number, usage: number = STORAGE_USAGE, temp = true): GPUBuffer {
-    const size = align4(bytes);
+    const size = align16(bytes);
     if (size > this.ctx.maxBuffer) {
       fail(
         'OUT_OF_MEMORY',
@@ -493,10 +537,10 @@ class WebGPUBackendImpl implements Backend {
     }
     this.adapterInfo = {
       adapter: first.acquired.description,
-      subgroups: first.useSubgroups,
+      subgroups: first.subgroupMin > 0,
       shaderF16: first.acquired.shaderF16,
     };
-    this.info = `${first.acquired.description}; subgroup path ${first.useSubgroups ? 'on' : 'off'}; shader-f16 ${
+    this.info = `${first.acquired.description}; subgroups ${first.subgroupMin > 0 ? `on (min size ${first.subgroupMin})` : 'off'}, forward row max through ${first.useSubgroups ? 'shuffles' : 'workgroup memory'}; shader-f16 ${
       first.acquired.shaderF16 ? 'present (16-bit data is unpacked from u32 either way)' : 'absent'
     }`;
   }
@@ -520,7 +564,13 @@ class WebGPUBackendImpl implements Backend {
       align: L.minStorageBufferOffsetAlignment,
       maxGroups: L.maxComputeWorkgroupsPerDimension,
       storage: L.maxComputeWorkgroupStorageSize,
-      useSubgroups: (options.subgroups ?? true) && acquired.subgroups && acquired.subgroupMinSize >= 16,
+      useSubgroups:
+        (options.subgroups ?? true) &&
+        (options.forwardSubgroups ?? false) &&
+        acquired.subgroups &&
+        acquired.subgroupMinSize >= 16,
+      subgroupMin: (options.subgroups ?? true) && acquired.subgroups ? acquired.subgroupMinSize : 0,
+      scratch: new Map(),
       // Software adapters compile slowly (about a minute per attention pipeline on lavapipe): fewer buckets.
       buckets:
         options.headDimBuckets ??
@@ -625,8 +675,8 @@ class WebGPUBackendImpl implements Backend {
         kind === 'fwd' ? forwardShader(tc) : kind === 'dq' ? backwardDqShader(tc) : backwardDkvShader(tc);
       kinds = kind === 'fwd' ? forwardBindings() : backwardBindings(kind === 'dq' ? 1 : 2);
     } else if (kind === 'dec') {
-      const [DP, RW, BK] = nums;
-      code = decodeShader({ DP, RW, BK });
+      const [DP, G, NB, S, sh, pf] = nums;
+      code = decodeShader({ DP, G, NB, S, shuffle: sh === 1, prefetch: pf === 1 });
       kinds = decodeBindings();
     } else if (kind === 'comb') {
       code = combineShader(nums[0]);
@@ -786,7 +836,7 @@ class WebGPUBackendImpl implements Backend {
       for (const r of roles) {
         const [lo, hi] = WINDOW[r](p, c);
         const start = Math.floor((lo * 4) / ctx.align) * ctx.align;
-        if (hi * 4 - start > limit) return false;
+        if (align16(hi * 4) - start > limit) return false;
       }
       return extra(c) <= limit;
     };
@@ -831,8 +881,8 @@ class WebGPUBackendImpl implements Backend {
     if (whole) return [{ buffer, offset: 0, size: buffer.size }, 0];
     const lo = w[0] + elemOffset;
     const hi = w[1] + elemOffset;
-    const start = Math.min(Math.floor((lo * 4) / ctx.align) * ctx.align, Math.max(0, buffer.size - 4));
-    const end = Math.min(buffer.size, Math.max(start + 4, align4(hi * 4)));
+    const start = Math.min(Math.floor((lo * 4) / ctx.align) * ctx.align, Math.max(0, buffer.size - 16));
+    const end = Math.min(buffer.size, Math.max(start + 16, align16(hi * 4)));
     return [{ buffer, offset: start, size: end - start }, -(start / 4)];
   }
 
@@ -904,9 +954,10 @@ class WebGPUBackendImpl implements Backend {
         const DP = headDimBucket(p.headDim, ctx.buckets);
         const decode = p.seqQ <= (this.options.decodeMaxSeqQ ?? 16) && p.seqK > 0;
         const tc = tileConfig(DP, ctx.storage, ctx.useSubgroups, false);
-        const dc = decodeConfig(DP, ctx.storage);
+        const tune = { ...DECODE_DEFAULTS, ...this.options.decode };
+        const dc = decodeConfig(DP, ctx.storage, ctx.subgroupMin, tune);
         const fwdKey = `fwd:${tc.T}:${DP}:${tc.DC}:${tc.VC}:${tc.subgroups ? 1 : 0}`;
-        const decKey = `dec:${DP}:${dc.RW}:${dc.BK}`;
+        const decKey = `dec:${DP}:${dc.G}:${dc.NB}:${dc.S}:${dc.shuffle ? 1 : 0}:${dc.prefetch ? 1 : 0}`;
         const keys = decode ? [decKey, `comb:${DP}`] : [fwdKey];
         if (p.dtype !== 'float32' || (p.bias && p.bias.tensor.dtype !== 'float32'))
           keys.push('unpack', 'pack');
@@ -926,7 +977,15 @@ class WebGPUBackendImpl implements Backend {
 
         const encode = () => {
           if (decode)
-            this.encodeDecode(run, ctx, p, base, DP, dc, decKey, { qb, kb, vb, biasB, metaB, outF, lseB });
+            this.encodeDecode(run, ctx, p, base, DP, dc, tune, decKey, {
+              qb,
+              kb,
+              vb,
+              biasB,
+              metaB,
+              outF,
+              lseB,
+            });
           else this.encodeForward(run, ctx, p, base, tc, fwdKey, { qb, kb, vb, biasB, metaB, outF, lseB });
         };
         if (reps > 0) {
@@ -1010,6 +1069,21 @@ class WebGPUBackendImpl implements Backend {
     }
   }
 
+  /**
+   * A scratch buffer kept on the device between calls (the split partials): a fresh buffer per call would
+   * also be cleared by the implementation before first use. Calls are serial, so one copy suffices; a
+   * buffer outgrown is destroyed only after this call's work (it may still be in an earlier encoding).
+   */
+  private scratch(run: Run, name: 'op' | 'lp', bytes: number): GPUBuffer {
+    const ctx = run.ctx;
+    const old = ctx.scratch.get(name);
+    if (old && old.size >= bytes) return old;
+    if (old) run.temps.push(old);
+    const b = run.buffer(bytes, STORAGE_USAGE, false);
+    ctx.scratch.set(name, b);
+    return b;
+  }
+
   private encodeDecode(
     run: Run,
     ctx: Ctx,
@@ -1017,6 +1091,7 @@ class WebGPUBackendImpl implements Backend {
     base: Params,
     DP: number,
     dc: DecodeConfig,
+    tune: Required<DecodeTuning>,
     key: string,
     b: {
       qb: GPUBuffer;
@@ -1028,17 +1103,17 @@ class WebGPUBackendImpl implements Backend {
       lseB: GPUBuffer;
     },
   ): void {
-    // Enough splits to give the GPU a few hundred workgroups, each at least 256 keys long.
-    const rowBlocks = Math.ceil((p.seqQ * p.groupSize) / dc.RW);
+    // Decode is a pure stream of K and V: enough splits that about decodeWorkgroups workgroups (several
+    // per multiprocessor on a large GPU) keep loads in flight, each split at least four loop passes long.
+    const rowBlocks = Math.ceil((p.seqQ * p.groupSize) / DECODE_ROWS);
     const units = Math.max(1, p.batch * p.headsK * rowBlocks);
-    const maxSplits = Math.max(1, Math.ceil(p.seqK / 256));
-    let nSplit = Math.min(maxSplits, Math.max(1, Math.ceil(512 / units)), 256);
+    const perPass = (DECODE_THREADS / dc.G) * dc.NB;
+    const maxSplits = Math.max(1, Math.ceil(p.seqK / (4 * perPass)));
+    let nSplit = Math.min(maxSplits, Math.max(1, Math.ceil(tune.workgroups / units)), 1024);
     nSplit = Math.max(1, Math.min(nSplit, Math.floor(ctx.maxGroups / p.headsK)));
-    const splitLen = Math.ceil(p.seqK / nSplit / dc.BK) * dc.BK;
-    nSplit = Math.max(1, Math.ceil(p.seqK / splitLen));
     const rows = p.lseLength;
-    const opB = run.buffer(rows * nSplit * DP * 4);
-    const lpB = run.buffer(rows * nSplit * 4);
+    const opB = this.scratch(run, 'op', rows * nSplit * DP * 4);
+    const lpB = this.scratch(run, 'lp', rows * nSplit * 4);
     const partBytes = (c: Chunk) => {
       const [lo, hi] = lseWindow(p, c);
       return (hi - lo) * nSplit * DP * 4;
@@ -1066,7 +1141,6 @@ class WebGPUBackendImpl implements Backend {
         b0: c.b0,
         h0: c.kh0,
         n_split: nSplit,
-        split_len: splitLen,
         x_base: opBase,
         y_base: lpBase,
       };

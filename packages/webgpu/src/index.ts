@@ -7,6 +7,7 @@ import { webgpuBackendFactory } from './backend.js';
 
 export {
   createWebGPUBackend,
+  type DecodeTuning,
   type WebGPUBackend,
   type WebGPUBackendOptions,
   WebGPUTensor,

@@ -8,19 +8,19 @@
  * P is recomputed from the forward's lse; dS = P ∘ (dP ∘ w − D) ∘ softcap′ with w the dropout weight.
  */
 import { COMMON } from './wgsl-common.js';
-import { chunkProduct, loaderFns, loadRowsQuads, range, type TileConfig } from './wgsl-forward.js';
+import { ALIGNED, chunkProduct, loaderFns, loadRowsQuads, range, type TileConfig } from './wgsl-forward.js';
 
 const R4 = [0, 1, 2, 3];
 const C = ['x', 'y', 'z', 'w'];
 
 const BIND_HEAD = (outputs: string[]) => `
 @group(0) @binding(0) var<uniform> U: Params;
-@group(0) @binding(1) var<storage, read> Qb: array<f32>;
-@group(0) @binding(2) var<storage, read> Kb: array<f32>;
-@group(0) @binding(3) var<storage, read> Vb: array<f32>;
+@group(0) @binding(1) var<storage, read> Qb: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> Kb: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> Vb: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> mt: array<i32>;
 @group(0) @binding(5) var<storage, read> bias_t: array<f32>;
-@group(0) @binding(6) var<storage, read> dOb: array<f32>;
+@group(0) @binding(6) var<storage, read> dOb: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> LDb: array<f32>;
 ${outputs.map((o, n) => `@group(0) @binding(${8 + n}) var<storage, read_write> ${o}: array<f32>;`).join('\n')}
 `;
@@ -89,7 +89,7 @@ function rowProduct(
       if (${first} + i32(jc) >= ${limit}) { break; }
       seqno = seqno + 1u;
       workgroupBarrier();
-      ${loadRowsQuads(c.VC, c.DP / 4, c.T * c.T, `${first} + i32(jc + kk)`, valid, addr, src)}
+      ${loadRowsQuads(c.VC, c.DP / 4, c.T * c.T, `${first} + i32(jc + kk)`, valid, addr, src, true)}
       let bad = workgroupUniformLoad(&vbad) == seqno;
       if (!bad) {
         for (var kk: u32 = 0u; kk < VC; kk = kk + 1u) {
@@ -147,7 +147,7 @@ export function backwardDqShader(c: TileConfig): string {
   return /* wgsl */ `
 ${BIND_HEAD(['dQb'])}
 ${COMMON}
-${loaderFns(['Qb', 'Kb', 'Vb', 'dOb'])}
+${loaderFns(['Qb', 'Kb', 'Vb', 'dOb'], true)}
 ${PICK}
 ${consts(c)}
 @compute @workgroup_size(${c.T * c.T})
@@ -158,6 +158,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let h = U.h0 + wg.y;
   let kh = h / U.group;
   let s = seq_of(b);
+  // dO shares the layout of Q (its base is x_base)
+  let aligned = ${ALIGNED} && U.x_base % 4u == 0u;
   let i0 = i32(wg.x * BR);
   if (i0 >= s.sq) { return; }
   let slope = alibi_slope(b, h);
@@ -181,8 +183,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   var j0: i32 = (lo / i32(BC)) * i32(BC);
   loop {
     if (j0 >= hi) { break; }
-    ${chunkProduct('sc', 'i0 + i32(row) < s.sq', 'U.q_base + q_at(b, s, u32(i0) + row, h)', 'Qb', 'j0 + i32(row) < s.sk', 'U.k_base + kv_at(b, s, u32(j0) + row, kh)', 'Kb', 'ty', 'tx', c.DC, c.T)}
-    ${chunkProduct('dp', 'i0 + i32(row) < s.sq', 'U.x_base + q_at(b, s, u32(i0) + row, h)', 'dOb', 'j0 + i32(row) < s.sk', 'U.v_base + kv_at(b, s, u32(j0) + row, kh)', 'Vb', 'ty', 'tx', c.DC, c.T)}
+    ${chunkProduct('sc', 'i0 + i32(row) < s.sq', 'U.q_base + q_at(b, s, u32(i0) + row, h)', 'Qb', 'j0 + i32(row) < s.sk', 'U.k_base + kv_at(b, s, u32(j0) + row, kh)', 'Kb', 'ty', 'tx', c.DC, c.T, true)}
+    ${chunkProduct('dp', 'i0 + i32(row) < s.sq', 'U.x_base + q_at(b, s, u32(i0) + row, h)', 'dOb', 'j0 + i32(row) < s.sk', 'U.v_base + kv_at(b, s, u32(j0) + row, kh)', 'Vb', 'ty', 'tx', c.DC, c.T, true)}
     workgroupBarrier();
     for (var e: u32 = 0u; e < n16; e = e + 1u) {
       let k = e / 4u;
@@ -238,7 +240,7 @@ export function backwardDkvShader(c: TileConfig): string {
   return /* wgsl */ `
 ${BIND_HEAD(['dKb', 'dVb'])}
 ${COMMON}
-${loaderFns(['Qb', 'Kb', 'Vb', 'dOb'])}
+${loaderFns(['Qb', 'Kb', 'Vb', 'dOb'], true)}
 ${PICK}
 ${consts(c)}
 @compute @workgroup_size(${c.T * c.T})
@@ -248,6 +250,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let b = U.b0 + wg.z;
   let kh = U.h0 + wg.y;
   let s = seq_of(b);
+  // dO shares the layout of Q (its base is x_base)
+  let aligned = ${ALIGNED} && U.x_base % 4u == 0u;
   let j0 = i32(wg.x * BC);
   if (j0 >= s.sk) { return; }
   let ilo = row_lo(s, j0);
@@ -262,8 +266,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     loop {
       if (i0 >= ihi) { break; }
       // S^T and dP^T: rows are this block's keys (ty + T r), columns the Q block's rows (tx + T k).
-      ${chunkProduct('st', 'j0 + i32(row) < s.sk', 'U.k_base + kv_at(b, s, u32(j0) + row, kh)', 'Kb', 'i0 + i32(row) < s.sq', 'U.q_base + q_at(b, s, u32(i0) + row, h)', 'Qb', 'ty', 'tx', c.DC, c.T)}
-      ${chunkProduct('dpt', 'j0 + i32(row) < s.sk', 'U.v_base + kv_at(b, s, u32(j0) + row, kh)', 'Vb', 'i0 + i32(row) < s.sq', 'U.x_base + q_at(b, s, u32(i0) + row, h)', 'dOb', 'ty', 'tx', c.DC, c.T)}
+      ${chunkProduct('st', 'j0 + i32(row) < s.sk', 'U.k_base + kv_at(b, s, u32(j0) + row, kh)', 'Kb', 'i0 + i32(row) < s.sq', 'U.q_base + q_at(b, s, u32(i0) + row, h)', 'Qb', 'ty', 'tx', c.DC, c.T, true)}
+      ${chunkProduct('dpt', 'j0 + i32(row) < s.sk', 'U.v_base + kv_at(b, s, u32(j0) + row, kh)', 'Vb', 'i0 + i32(row) < s.sq', 'U.x_base + q_at(b, s, u32(i0) + row, h)', 'dOb', 'ty', 'tx', c.DC, c.T, true)}
       var lse = vec4<f32>(0.0);
       var dd = vec4<f32>(0.0);
       var empty = vec4<u32>(1u);

@@ -1,8 +1,8 @@
 /**
- * Decode (few query rows against a long K/V): split-KV. A workgroup per (key split, key head, row block,
- * batch) takes every query row that reads its key head (sq_b × group rows, so GQA shares each K/V load),
- * streams its share of the keys, and writes a normalised partial output and its lse; `combine` merges
- * the partials with core's mergeLse math (lse = ln Σ e^lse_s, out = Σ e^(lse_s − lse) out_s).
+ * Decode (few query rows against a long K/V): split-KV. A workgroup per (key split, key head, block of four
+ * query rows, batch) takes four of the query rows that read its key head (sq_b × group rows, so GQA shares
+ * each K/V load), streams its share of the keys, and writes a normalised partial output and its lse;
+ * `combine` merges the partials with core's mergeLse math (lse = ln Σ e^lse_s, out = Σ e^(lse_s − lse) out_s).
  */
 import { paramsStruct } from './params.js';
 import { COMMON } from './wgsl-common.js';
@@ -10,54 +10,144 @@ import { range } from './wgsl-forward.js';
 
 export interface DecodeConfig {
   DP: number;
-  /** Query rows per workgroup. */
-  RW: number;
-  /** Keys per tile. */
-  BK: number;
+  /** Lanes per key: the head dim is split over G lanes, DP/G columns (DP/4G vec4) each. */
+  G: number;
+  /** Keys a key group loads per loop pass (all its loads issued before the first use). */
+  NB: number;
+  /** Merge slots in workgroup memory for combining the key groups' partial results. */
+  S: number;
+  /** Cross-lane dot-product sums by subgroup shuffles (else through workgroup memory). */
+  shuffle: boolean;
+  /** Loads of the next pass issued before this pass's arithmetic (registers double-buffered). */
+  prefetch: boolean;
 }
 
 export const DECODE_THREADS = 128;
+/** Query rows per workgroup (one vec4 lane per row for m, l and the scores). */
+export const DECODE_ROWS = 4;
 
-export function decodeStorage(c: DecodeConfig): number {
-  return 4 * (c.RW * c.DP + c.BK * (c.DP + 1) + c.BK * c.DP + c.RW * c.BK + 3 * c.RW);
+export function decodeStorage(c: Omit<DecodeConfig, 'shuffle' | 'prefetch'> & { shuffle?: boolean }): number {
+  const R = DECODE_ROWS;
+  const merge = 4 * c.S * (R * c.DP + 2 * R);
+  const red = c.shuffle ? 0 : 16 * DECODE_THREADS * c.NB;
+  return merge + red;
 }
 
 export function decodeBindings(): ('uniform' | 'read' | 'rw')[] {
   return ['uniform', 'read', 'read', 'read', 'read', 'read', 'rw', 'rw'];
 }
 
+const RC = ['x', 'y', 'z', 'w'];
+
+/**
+ * Split-KV decode with K and V read once, straight into registers. Four query rows (a GQA group, or
+ * sq × group rows in blocks of four) share each key. A key is read by G lanes as vec4 loads, lane p taking
+ * column quads p, p + G, ... (so G lanes read whole 128-byte lines), and the G partial dot products are
+ * summed by shuffles. Each key group (G lanes) keeps its own online-softmax state (m, l, acc), so the key
+ * loop has no barrier and no workgroup-memory round trip; the NKG partial states are merged once at the
+ * end. Split t of n takes every n-th block of NKG·NB keys, starting at block t: all workgroups then
+ * stream through a narrow window of memory at any one time (contiguous ranges per split ran 4.6× slower
+ * at sk = 131072 on an H200, PERF.md). Every loop bound is workgroup-uniform.
+ */
 export function decodeShader(c: DecodeConfig): string {
-  const { DP, RW, BK } = c;
+  const { DP, G, NB, S, shuffle, prefetch } = c;
   const NT = DECODE_THREADS;
-  const CW = Math.min(DP, NT); // threads per row of columns
-  const NC = DP / CW; // columns per thread
-  const RG = NT / CW; // row groups
-  const NRT = RW / RG; // rows per thread (at most)
-  const ITER = (BK * DP) / NT; // tile elements per thread
-  const BATCH = Math.min(8, ITER);
+  const NKG = NT / G;
+  const DQ = DP / 4;
+  const CV = DQ / G;
+  const X = range(CV);
+  const U4 = range(NB);
+  const R4 = range(4);
+  const steps: number[] = [];
+  for (let x = 1; x < G; x *= 2) steps.push(x);
+  const halves: number[] = [];
+  for (let h = S / 2; h >= 1; h /= 2) halves.push(h);
+  // Loads of one pass into k{pre}{u}_{x} / v{pre}{u}_{x}. The aligned path has no branch: the key index is
+  // clamped into [0, hi) (a masked key reads a real row and gets P = 0), so every load issues at once.
+  const loads = (pre: string, jb: string) => `{
+      ${U4.map((u) => `let jj${u} = ${jb} + ${u * NKG};`).join(' ')}
+      if (fast) {
+        ${U4.map(
+          (u) => `{
+          let a = kv_at(b, s, u32(clamp(jj${u}, 0, hi - 1)), kh);
+          let ka = (U.k_base + a) >> 2u;
+          let va = (U.v_base + a) >> 2u;
+          ${X.map((x) => `k${pre}${u}_${x} = Kb[ka + p + ${G * x}u];`).join(' ')}
+          ${X.map((x) => `v${pre}${u}_${x} = Vb[va + p + ${G * x}u];`).join(' ')}
+        }`,
+        ).join('\n        ')}
+      } else {
+        ${U4.map(
+          (
+            u,
+          ) => `${X.map((x) => `k${pre}${u}_${x} = vec4<f32>(0.0); v${pre}${u}_${x} = vec4<f32>(0.0);`).join(' ')}
+        if (jj${u} < hi) {
+          let a = kv_at(b, s, u32(jj${u}), kh);
+          ${X.map((x) => `k${pre}${u}_${x} = ld_slow_k(U.k_base + a, p + ${G * x}u); v${pre}${u}_${x} = ld_slow_v(U.v_base + a, p + ${G * x}u);`).join('\n          ')}
+        }`,
+        ).join('\n        ')}
+      }
+    }`;
+  const declLoads = (pre: string) =>
+    U4.map((u) =>
+      X.map((x) => `var k${pre}${u}_${x} = vec4<f32>(0.0); var v${pre}${u}_${x} = vec4<f32>(0.0);`).join(' '),
+    ).join('\n  ');
+  const slowFn = (name: string, buf: string) => `fn ${name}(a: u32, cq: u32) -> vec4<f32> {
+  let c = cq * 4u;
+  var r = vec4<f32>(0.0);
+  ${R4.map((t) => `if (c + ${t}u < U.d) { let e = a + c + ${t}u; r.${RC[t]} = ${buf}[e >> 2u][e & 3u]; }`).join('\n  ')}
+  return r;
+}`;
+  const reduce = shuffle
+    ? U4.map((u) => steps.map((x) => `d${u} = d${u} + subgroupShuffleXor(d${u}, ${x}u);`).join(' ')).join(
+        '\n    ',
+      )
+    : `${U4.map((u) => `red[lid * NB + ${u}u] = d${u};`).join(' ')}
+    workgroupBarrier();
+    ${U4.map((u) => `d${u} = vec4<f32>(0.0);`).join(' ')}
+    for (var t: u32 = 0u; t < G; t = t + 1u) {
+      ${U4.map((u) => `d${u} = d${u} + red[(kg * G + t) * NB + ${u}u];`).join(' ')}
+    }
+    workgroupBarrier();`;
+  const writeSlot = (slot: string) => `{
+      ${R4.map((r) => X.map((x) => `mg_acc[(${slot} * 4u + ${r}u) * DQ + p + ${G * x}u] = acc${r}_${x};`).join(' ')).join('\n      ')}
+      if (p == 0u) {
+        mg_m[${slot}] = m;
+        mg_l[${slot}] = l;
+      }
+    }`;
+  const mergeSlot = (slot: string) => `{
+      let mo = mg_m[${slot}];
+      let mn = max(m, mo);
+      let c1 = exp(m - mn);
+      let c2 = exp(mo - mn);
+      l = l * c1 + mg_l[${slot}] * c2;
+      m = mn;
+      ${R4.map((r) => X.map((x) => `acc${r}_${x} = acc${r}_${x} * c1.${RC[r]} + mg_acc[(${slot} * 4u + ${r}u) * DQ + p + ${G * x}u] * c2.${RC[r]};`).join(' ')).join('\n      ')}
+    }`;
+  const cur = prefetch ? 'c' : '';
   return /* wgsl */ `
+${shuffle ? 'enable subgroups;' : ''}
 @group(0) @binding(0) var<uniform> U: Params;
 @group(0) @binding(1) var<storage, read> Qb: array<f32>;
-@group(0) @binding(2) var<storage, read> Kb: array<f32>;
-@group(0) @binding(3) var<storage, read> Vb: array<f32>;
+@group(0) @binding(2) var<storage, read> Kb: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> Vb: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> mt: array<i32>;
 @group(0) @binding(5) var<storage, read> bias_t: array<f32>;
-@group(0) @binding(6) var<storage, read_write> OPb: array<f32>;
+@group(0) @binding(6) var<storage, read_write> OPb: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> LPb: array<f32>;
 ${COMMON}
 const DP: u32 = ${DP}u;
-const RW: u32 = ${RW}u;
-const BK: u32 = ${BK}u;
-const NT: u32 = ${NT}u;
-const CW: u32 = ${CW}u;
-const KP: u32 = ${DP + 1}u;
-var<workgroup> qs: array<f32, ${RW * DP}>;
-var<workgroup> ks: array<f32, ${BK * (DP + 1)}>;
-var<workgroup> vs: array<f32, ${BK * DP}>;
-var<workgroup> ps: array<f32, ${RW * BK}>;
-var<workgroup> alpha_s: array<f32, ${RW}>;
-var<workgroup> l_s: array<f32, ${RW}>;
-var<workgroup> m_s: array<f32, ${RW}>;
+const DQ: u32 = ${DQ}u;
+const G: u32 = ${G}u;
+const NB: u32 = ${NB}u;
+const NKG: u32 = ${NKG}u;
+var<workgroup> mg_acc: array<vec4<f32>, ${S * 4 * DQ}>;
+var<workgroup> mg_m: array<vec4<f32>, ${S}>;
+var<workgroup> mg_l: array<vec4<f32>, ${S}>;
+${shuffle ? '' : `var<workgroup> red: array<vec4<f32>, ${NT * NB}>;`}
+${slowFn('ld_slow_k', 'Kb')}
+${slowFn('ld_slow_v', 'Vb')}
 
 @compute @workgroup_size(${NT})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -66,144 +156,135 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let kh = U.h0 + wg.x / U.n_split;
   let s = seq_of(b);
   let nrows = u32(max(s.sq, 0)) * U.group;
-  let r0 = wg.y * RW;
+  let r0 = wg.y * 4u;
   if (r0 >= nrows) { return; }
-  let nr = min(RW, nrows - r0);
-  let i_first = i32(r0 / U.group);
-  let i_last = i32((r0 + nr - 1u) / U.group);
-  let lo = max(key_lo(s, i_first), i32(split * U.split_len));
-  let hi = min(key_hi(s, i_last), i32((split + 1u) * U.split_len));
-  // q rows into workgroup memory
-  for (var e: u32 = lid; e < RW * DP; e = e + NT) {
-    let r = e / DP;
-    let c = e % DP;
-    var val: f32 = 0.0;
-    if (r < nr && c < U.d) {
-      let row = r0 + r;
-      let i = row / U.group;
-      let h = kh * U.group + row % U.group;
-      val = Qb[U.q_base + q_at(b, s, i, h) + c];
+  let nr = min(4u, nrows - r0);
+  let klo = key_lo(s, i32(r0 / U.group));
+  let khi = key_hi(s, i32((r0 + nr - 1u) / U.group));
+  let block = i32(NKG * NB);
+  // This split's keys: j = lo + it * step + (key within the block); valid while j < hi.
+  let lo = klo + i32(split) * block;
+  let hi = khi;
+  let step = block * i32(U.n_split);
+  let iters = (max(hi - lo, 0) + step - 1) / step;
+  let p = lid % G;
+  let kg = lid / G;
+  // vec4 loads need every row start on a 16-byte boundary; other layouts take four scalar reads.
+  let fast = (U.d | U.k_sb | U.k_ss | U.k_sh | U.k_base | U.v_base) % 4u == 0u;
+  let plain = (U.flags & (F_SOFTCAP | F_ALIBI | F_BIAS)) == 0u;
+  ${R4.map(
+    (r) => `let rv${r} = ${r}u < nr;
+  let i${r} = i32((r0 + ${r}u) / U.group);
+  let h${r} = kh * U.group + (r0 + ${r}u) % U.group;`,
+  ).join('\n  ')}
+  ${R4.map((r) => X.map((x) => `var q${r}_${x} = vec4<f32>(0.0);`).join(' ')).join('\n  ')}
+  ${R4.map(
+    (r) => `if (rv${r}) {
+    let qa = U.q_base + q_at(b, s, u32(i${r}), h${r});
+    ${X.map(
+      (x) => `{
+      let c = (p + ${G * x}u) * 4u;
+      q${r}_${x} = vec4<f32>(${R4.map((t) => `select(0.0, Qb[qa + min(c + ${t}u, U.d - 1u)], c + ${t}u < U.d)`).join(', ')});
+    }`,
+    ).join('\n    ')}
+  }`,
+  ).join('\n  ')}
+  var m = vec4<f32>(NEG_MAX);
+  var l = vec4<f32>(0.0);
+  ${R4.map((r) => X.map((x) => `var acc${r}_${x} = vec4<f32>(0.0);`).join(' ')).join('\n  ')}
+  ${declLoads(cur)}
+  ${prefetch ? `${declLoads('')}\n  ${loads('', 'lo + i32(kg)')}` : ''}
+  for (var it: i32 = 0; it < iters; it = it + 1) {
+    let jb = lo + it * step + i32(kg);
+    ${prefetch ? `${U4.map((u) => X.map((x) => `kc${u}_${x} = k${u}_${x}; vc${u}_${x} = v${u}_${x};`).join(' ')).join('\n    ')}\n    ${loads('', 'jb + step')}` : loads('', 'jb')}
+    ${U4.map((u) => `let j${u} = jb + ${u * NKG};\n    let ok${u} = j${u} < hi;`).join('\n    ')}
+    // columns past the head dim are zero in q; zero them here too (the aligned loads read the next row)
+    if (U.d < DP) {
+      ${X.map((x) => `let cv${x} = (p + ${G * x}u) * 4u < U.d;`).join(' ')}
+      ${U4.map((u) => X.map((x) => `k${cur}${u}_${x} = select(vec4<f32>(0.0), k${cur}${u}_${x}, cv${x}); v${cur}${u}_${x} = select(vec4<f32>(0.0), v${cur}${u}_${x}, cv${x});`).join('\n      ')).join('\n      ')}
     }
-    qs[e] = val;
-  }
-  // Row state (m, l) lives in workgroup memory; thread r < nr updates row r.
-  if (lid < RW) {
-    m_s[lid] = NEG_MAX;
-    l_s[lid] = 0.0;
-  }
-  var acc: array<f32, ${NRT * NC}>;
-  for (var x: u32 = 0u; x < ${NRT * NC}u; x = x + 1u) { acc[x] = 0.0; }
-  let col = lid % CW;
-  let rg = lid / CW;
-  var j0: i32 = (lo / i32(BK)) * i32(BK);
-  if (hi <= lo) { j0 = hi; }
-  loop {
-    if (j0 >= hi) { break; }
-    workgroupBarrier();
-    // K and V tiles: each thread issues a batch of loads before any store (one memory latency per batch)
-    for (var g: u32 = 0u; g < ${ITER / BATCH}u; g = g + 1u) {
-      ${range(BATCH)
-        .map(
-          (u) => `let e${u} = lid + (g * ${BATCH}u + ${u}u) * NT;
-      let kk${u} = e${u} / DP;
-      let c${u} = e${u} % DP;
-      let jt${u} = j0 + i32(kk${u});
-      var kv${u}: f32 = 0.0;
-      var vv${u}: f32 = 0.0;
-      if (jt${u} < s.sk && c${u} < U.d) {
-        let a = kv_at(b, s, u32(jt${u}), kh) + c${u};
-        kv${u} = Kb[U.k_base + a];
-        vv${u} = Vb[U.v_base + a];
-      }`,
-        )
-        .join('\n      ')}
-      ${range(BATCH)
-        .map((u) => `ks[kk${u} * KP + c${u}] = kv${u};\n      vs[kk${u} * DP + c${u}] = vv${u};`)
-        .join('\n      ')}
-    }
-    workgroupBarrier();
-    // scores (masked: -Inf)
-    for (var e: u32 = lid; e < nr * BK; e = e + NT) {
-      let r = e / BK;
-      let kk = e % BK;
-      let j = j0 + i32(kk);
-      let row = r0 + r;
-      let i = i32(row / U.group);
-      let h = kh * U.group + row % U.group;
-      var sv = neg_inf();
-      if (allowed(s, i, j) && j >= lo && j < hi) {
-        var dt: f32 = 0.0;
-        for (var cc: u32 = 0u; cc < U.d; cc = cc + 1u) { dt = fma(qs[r * DP + cc], ks[kk * KP + cc], dt); }
-        sv = modify_score(dt, b, h, i, j, s.off, alibi_slope(b, h));
+    // partial dot products of this lane's columns, one vec4 lane per query row
+    ${U4.map(
+      (u) =>
+        `var d${u} = vec4<f32>(${R4.map((r) => X.map((x) => `dot(q${r}_${x}, k${cur}${u}_${x})`).join(' + ')).join(', ')});`,
+    ).join('\n    ')}
+    ${reduce}
+    ${U4.map((u) => `var sc${u} = d${u} * U.scale;`).join(' ')}
+    if (!plain) {
+      // softcap, ALiBi, bias: a runtime-bounded loop keeps this code from being unrolled NB·4 times
+      var sx: array<vec4<f32>, ${NB}>;
+      ${U4.map((u) => `sx[${u}] = d${u};`).join(' ')}
+      for (var e: u32 = 0u; e < ${NB * 4}u + (U.flags >> 31u); e = e + 1u) {
+        let u = e / 4u;
+        let r = e % 4u;
+        let row = r0 + r;
+        let h = kh * U.group + row % U.group;
+        sx[u][r] = modify_score(sx[u][r], b, h, i32(row / U.group), jb + i32(u * NKG), s.off, alibi_slope(b, h));
       }
-      ps[e] = sv;
+      ${U4.map((u) => `sc${u} = sx[${u}];`).join(' ')}
     }
-    workgroupBarrier();
-    if (lid < nr) {
-      var tmax: f32 = NEG_MAX;
-      for (var kk: u32 = 0u; kk < BK; kk = kk + 1u) { tmax = max(tmax, ps[lid * BK + kk]); }
-      let mold = m_s[lid];
-      let mnew = max(mold, tmax);
-      alpha_s[lid] = exp(mold - mnew);
-      m_s[lid] = mnew;
+    ${U4.map(
+      (u) =>
+        `sc${u} = select(vec4<f32>(neg_inf()), sc${u}, vec4<bool>(${R4.map((r) => `ok${u} && rv${r} && allowed(s, i${r}, j${u})`).join(', ')}));`,
+    ).join('\n    ')}
+    // online softmax per key group; the accumulators are rescaled only when a row's max grows
+    let mx = max(m, ${U4.map((u) => `sc${u}`).reduce((a, b) => `max(${a}, ${b})`)});
+    if (any(mx > m)) {
+      let corr = exp(m - mx);
+      l = l * corr;
+      ${R4.map((r) => X.map((x) => `acc${r}_${x} = acc${r}_${x} * corr.${RC[r]};`).join(' ')).join('\n      ')}
+      m = mx;
     }
-    workgroupBarrier();
-    // probabilities in parallel; l (the undropped sum) by the row's thread; then dropout in parallel
-    for (var e: u32 = lid; e < nr * BK; e = e + NT) {
-      let sv = ps[e];
-      ps[e] = select(exp(sv - m_s[e / BK]), 0.0, is_neg_inf(sv));
-    }
-    workgroupBarrier();
-    if (lid < nr) {
-      var lsum: f32 = 0.0;
-      for (var kk: u32 = 0u; kk < BK; kk = kk + 1u) { lsum = lsum + ps[lid * BK + kk]; }
-      l_s[lid] = l_s[lid] * alpha_s[lid] + lsum;
-    }
+    ${U4.map(
+      (u) =>
+        `var p${u} = select(exp(sc${u} - m), vec4<f32>(0.0), bitcast<vec4<u32>>(sc${u}) == vec4<u32>(0xff800000u));
+    l = l + p${u};`,
+    ).join('\n    ')}
     if (has(F_DROP)) {
-      workgroupBarrier();
-      for (var e: u32 = lid; e < nr * BK; e = e + NT) {
-        let row = r0 + e / BK;
-        let w = drop_weight(b, kh * U.group + row % U.group, i32(row / U.group), j0 + i32(e % BK));
-        ps[e] = ps[e] * w;
+      var wx: array<vec4<f32>, ${NB}>;
+      for (var e: u32 = 0u; e < ${NB * 4}u + (U.flags >> 31u); e = e + 1u) {
+        let u = e / 4u;
+        let r = e % 4u;
+        let row = r0 + r;
+        wx[u][r] = drop_weight(b, kh * U.group + row % U.group, i32(row / U.group), jb + i32(u * NKG));
       }
-      workgroupBarrier();
+      ${U4.map((u) => `p${u} = p${u} * wx[${u}];`).join(' ')}
     }
-    for (var n: u32 = 0u; n < ${NRT}u; n = n + 1u) {
-      let r = rg + ${RG}u * n;
-      if (r >= nr) { break; }
-      let a = alpha_s[r];
-      for (var cc: u32 = 0u; cc < ${NC}u; cc = cc + 1u) { acc[n * ${NC}u + cc] = acc[n * ${NC}u + cc] * a; }
-    }
-    let kmax = u32(min(i32(BK), hi - j0));
-    for (var kk: u32 = 0u; kk < kmax; kk = kk + 1u) {
-      for (var cc: u32 = 0u; cc < ${NC}u; cc = cc + 1u) {
-        let v = vs[kk * DP + col + cc * CW];
-        for (var n: u32 = 0u; n < ${NRT}u; n = n + 1u) {
-          let r = rg + ${RG}u * n;
-          if (r >= nr) { break; }
-          let p = ps[r * BK + kk];
-          acc[n * ${NC}u + cc] = acc[n * ${NC}u + cc] + select(p * v, 0.0, p == 0.0);
-        }
-      }
-    }
-    j0 = j0 + i32(BK);
+    // exact zeros of P are skipped, as the reference does (0 * Inf must not give NaN)
+    ${U4.map((u) =>
+      R4.map(
+        (r) =>
+          `if (p${u}.${RC[r]} != 0.0) { ${X.map((x) => `acc${r}_${x} = fma(vec4<f32>(p${u}.${RC[r]}), v${cur}${u}_${x}, acc${r}_${x});`).join(' ')} }`,
+      ).join('\n    '),
+    ).join('\n    ')}
   }
+  // merge the key groups' states: groups [S, NKG) hand over to [0, S) in rounds, then a tree in [0, S)
+  for (var t: u32 = 1u; t < ${NKG / S}u; t = t + 1u) {
+    if (kg >= t * ${S}u && kg < (t + 1u) * ${S}u) ${writeSlot(`(kg - t * ${S}u)`)}
+    workgroupBarrier();
+    if (kg < ${S}u) ${mergeSlot('kg')}
+    workgroupBarrier();
+  }
+  ${halves
+    .map(
+      (h) => `if (kg >= ${h}u && kg < ${2 * h}u) ${writeSlot(`(kg - ${h}u)`)}
   workgroupBarrier();
-  for (var n: u32 = 0u; n < ${NRT}u; n = n + 1u) {
-    let r = rg + ${RG}u * n;
-    if (r >= nr) { break; }
-    let row = r0 + r;
-    let i = row / U.group;
-    let h = kh * U.group + row % U.group;
-    let pid = lse_at(b, s, i, h) * U.n_split + split;
-    let lr = l_s[r];
-    let empty = lr == 0.0;
-    let inv = select(1.0 / lr, 0.0, empty);
-    for (var cc: u32 = 0u; cc < ${NC}u; cc = cc + 1u) {
-      let c = col + cc * CW;
-      if (c < U.d) { OPb[U.x_base + pid * DP + c] = select(acc[n * ${NC}u + cc] * inv, 0.0, empty); }
-    }
-    if (col == 0u) { LPb[U.y_base + pid] = select(m_s[r] + log(lr), neg_inf(), empty); }
+  if (kg < ${h}u) ${mergeSlot('kg')}
+  workgroupBarrier();`,
+    )
+    .join('\n  ')}
+  if (kg == 0u) {
+    ${R4.map(
+      (r) => `if (rv${r}) {
+      let pid = lse_at(b, s, u32(i${r}), h${r}) * U.n_split + split;
+      let lr = l.${RC[r]};
+      let empty = lr == 0.0;
+      let inv = select(1.0 / lr, 0.0, empty);
+      let ob = (U.x_base + pid * DP) >> 2u;
+      ${X.map((x) => `OPb[ob + p + ${G * x}u] = select(acc${r}_${x} * inv, vec4<f32>(0.0), empty);`).join(' ')}
+      if (p == 0u) { LPb[U.y_base + pid] = select(m.${RC[r]} + log(lr), neg_inf(), empty); }
+    }`,
+    ).join('\n    ')}
   }
 }
 `;
@@ -213,10 +294,16 @@ export function combineBindings(): ('uniform' | 'read' | 'rw')[] {
   return ['uniform', 'read', 'read', 'read', 'read', 'rw', 'rw'];
 }
 
+/**
+ * Merges a row's split partials (core's mergeLse math). 64 threads: the max and the sum of e^lse over the
+ * splits in parallel, then (split lane, column quad) pairs sum their share of the weighted partials.
+ */
 export function combineShader(DP: number): string {
+  const DQ = DP / 4;
+  const SP = Math.max(1, 64 / DQ);
   return /* wgsl */ `
 @group(0) @binding(0) var<uniform> U: Params;
-@group(0) @binding(1) var<storage, read> OPb: array<f32>;
+@group(0) @binding(1) var<storage, read> OPb: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> LPb: array<f32>;
 @group(0) @binding(3) var<storage, read> mt: array<i32>;
 @group(0) @binding(4) var<storage, read> bias_t: array<f32>;
@@ -224,6 +311,10 @@ export function combineShader(DP: number): string {
 @group(0) @binding(6) var<storage, read_write> Lb: array<f32>;
 ${COMMON}
 const DP: u32 = ${DP}u;
+const DQ: u32 = ${DQ}u;
+const SP: u32 = ${SP}u;
+var<workgroup> red: array<f32, 64>;
+var<workgroup> part: array<vec4<f32>, 64>;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let b = U.b0 + wg.z;
@@ -232,32 +323,53 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let i = wg.x;
   if (i32(i) >= s.sq) { return; }
   let row = lse_at(b, s, i, h);
+  let n = U.n_split;
+  let lb = U.y_base + row * n;
   var mx: f32 = NEG_MAX;
-  var anyv = false;
-  for (var t: u32 = 0u; t < U.n_split; t = t + 1u) {
-    let x = LPb[U.y_base + row * U.n_split + t];
-    if (!is_neg_inf(x)) {
-      anyv = true;
-      mx = max(mx, x);
+  for (var t: u32 = lid; t < n; t = t + 64u) {
+    let x = LPb[lb + t];
+    if (!is_neg_inf(x)) { mx = max(mx, x); }
+  }
+  red[lid] = mx;
+  workgroupBarrier();
+  mx = NEG_MAX;
+  for (var t: u32 = 0u; t < 64u; t = t + 1u) { mx = max(mx, red[t]); }
+  workgroupBarrier();
+  var sm: f32 = 0.0;
+  for (var t: u32 = lid; t < n; t = t + 64u) {
+    let x = LPb[lb + t];
+    if (!is_neg_inf(x)) { sm = sm + exp(x - mx); }
+  }
+  red[lid] = sm;
+  workgroupBarrier();
+  sm = 0.0;
+  for (var t: u32 = 0u; t < 64u; t = t + 1u) { sm = sm + red[t]; }
+  // all partials empty: sm is 0 (a NaN partial makes it NaN, which must come through)
+  let anyv = !(sm == 0.0);
+  let sp = lid / DQ;
+  let cq = lid % DQ;
+  var o = vec4<f32>(0.0);
+  if (anyv && sp < SP) {
+    // the base may be a wrapped negative offset: add before shifting
+    let ob = ((U.x_base + row * n * DP) >> 2u) + cq;
+    for (var t: u32 = sp; t < n; t = t + SP) {
+      let x = LPb[lb + t];
+      if (!is_neg_inf(x)) { o = fma(vec4<f32>(exp(x - mx)), OPb[ob + t * DQ], o); }
     }
   }
-  var sum: f32 = 0.0;
-  for (var t: u32 = 0u; t < U.n_split; t = t + 1u) {
-    let x = LPb[U.y_base + row * U.n_split + t];
-    if (!is_neg_inf(x)) { sum = sum + exp(x - mx); }
+  part[lid] = o;
+  workgroupBarrier();
+  if (sp == 0u) {
+    var tot = vec4<f32>(0.0);
+    for (var k: u32 = 0u; k < SP; k = k + 1u) { tot = tot + part[cq + k * DQ]; }
+    tot = select(vec4<f32>(0.0), tot / sm, anyv);
+    let oa = U.o_base + q_at(b, s, i, h);
+    let c = cq * 4u;
+    ${range(4)
+      .map((t) => `if (c + ${t}u < U.d) { Ob[oa + c + ${t}u] = tot.${RC[t]}; }`)
+      .join('\n    ')}
   }
-  let oa = U.o_base + q_at(b, s, i, h);
-  for (var c: u32 = lid; c < U.d; c = c + 64u) {
-    var o: f32 = 0.0;
-    if (anyv) {
-      for (var t: u32 = 0u; t < U.n_split; t = t + 1u) {
-        let x = LPb[U.y_base + row * U.n_split + t];
-        if (!is_neg_inf(x)) { o = o + (exp(x - mx) / sum) * OPb[U.x_base + (row * U.n_split + t) * DP + c]; }
-      }
-    }
-    Ob[oa + c] = o;
-  }
-  if (lid == 0u) { Lb[U.lse_base + row] = select(neg_inf(), mx + log(sum), anyv); }
+  if (lid == 0u) { Lb[U.lse_base + row] = select(neg_inf(), mx + log(sm), anyv); }
 }
 `;
 }

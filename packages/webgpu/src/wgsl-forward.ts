@@ -36,13 +36,42 @@ const C = ['x', 'y', 'z', 'w'];
 const R4 = [0, 1, 2, 3];
 export const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
-/** Loader helper: element c of the head-dim row at a of buffer `src`, 0 past the head dim. */
-export function loaderFns(srcs: string[]): string {
+/**
+ * Loader helpers: columns c..c+3 of the head-dim row at a of buffer `src` where ok, 0 past the head dim
+ * or where not ok. Branch-free: the load is issued whatever ok is (an index past the binding reads some
+ * element of it under WebGPU's robust access) and a select zeroes it, so that the compiler can keep all
+ * of a thread's loads in flight at once; loads under branches were seen to serialise (PERF.md, run 4).
+ * For vec4 bindings (`vec4`), ldv_ reads the quad in one 16-byte load (rows and bases on 16-byte
+ * boundaries), ldq_ reads it element by element for any other layout.
+ */
+export function loaderFns(srcs: string[], vec4 = false): string {
+  const el = (b: string, off: string) =>
+    vec4 ? `${b}[(a + c${off}) >> 2u][(a + c${off}) & 3u]` : `${b}[a + c${off}]`;
   return srcs
-    .map(
-      (b) => `fn ld_${b}(a: u32, c: u32) -> f32 {\n  if (c < U.d) { return ${b}[a + c]; }\n  return 0.0;\n}`,
-    )
+    .map((b) => {
+      const q = `fn ldq_${b}(a: u32, c: u32, ok: bool) -> vec4<f32> {
+  return vec4<f32>(${['', ' + 1u', ' + 2u', ' + 3u'].map((o) => `select(0.0, ${el(b, o)}, ok && c${o} < U.d)`).join(',\n    ')});
+}`;
+      const v = `fn ldv_${b}(a: u32, c: u32, ok: bool) -> vec4<f32> {
+  return select(vec4<f32>(0.0), ${b}[(a + c) >> 2u], ok && c < U.d);
+}`;
+      return vec4 ? `${q}\n${v}` : q;
+    })
     .join('\n');
+}
+
+/** WGSL bool: every row start of Q, K and V on a 16-byte boundary (vec4 loads possible). */
+export const ALIGNED =
+  '(U.d | U.q_sb | U.q_ss | U.q_sh | U.q_base | U.k_sb | U.k_ss | U.k_sh | U.k_base | U.v_base) % 4u == 0u';
+
+/** Emits code(ld) for the vec4 loader under `aligned` and the element loader otherwise (vec4 bindings). */
+function both(vec4: boolean, code: (ld: string) => string): string {
+  if (!vec4) return code('ldq_');
+  return `if (aligned) {
+      ${code('ldv_')}
+      } else {
+      ${code('ldq_')}
+      }`;
 }
 
 /**
@@ -57,24 +86,21 @@ export function loadPair(
   NT: number,
   a: { valid: string; addr: string; src: string },
   b: { valid: string; addr: string; src: string },
+  vec4 = false,
 ): string {
   const per = rows * (DC / 4);
   const iters = Math.ceil(per / NT);
   const guard = per % NT !== 0;
-  const ld = (o: { valid: string; addr: string; src: string }, it: number, name: string) => {
+  const ld = (o: { valid: string; addr: string; src: string }, it: number, name: string, fn: string) => {
     const valid = o.valid.replaceAll('row', `row${it}`);
     const addr = o.addr.replaceAll('row', `row${it}`);
-    return `var ${name}${it} = vec4<f32>(0.0);
-      if (${guard ? `e${it} < ${per}u && ` : ''}${valid}) {
-        let ad = ${addr};
-        let c = c0 + cq${it} * 4u;
-        ${name}${it} = vec4<f32>(ld_${o.src}(ad, c), ld_${o.src}(ad, c + 1u), ld_${o.src}(ad, c + 2u), ld_${o.src}(ad, c + 3u));
-      }`;
+    return `${name}${it} = ${fn}${o.src}(${addr}, c0 + cq${it} * 4u, ${guard ? `e${it} < ${per}u && ` : ''}${valid});`;
   };
   const its = range(iters);
   return `{
       ${its.map((it) => `let e${it} = lid + ${it * NT}u; let row${it} = e${it} / ${DC / 4}u; let cq${it} = e${it} % ${DC / 4}u;`).join('\n      ')}
-      ${its.map((it) => `${ld(a, it, 'la')}\n      ${ld(b, it, 'lb')}`).join('\n      ')}
+      ${its.map((it) => `var la${it} = vec4<f32>(0.0); var lb${it} = vec4<f32>(0.0);`).join(' ')}
+      ${both(vec4, (fn) => its.map((it) => `${ld(a, it, 'la', fn)}\n      ${ld(b, it, 'lb', fn)}`).join('\n      '))}
       ${its
         .map(
           (it) =>
@@ -96,6 +122,7 @@ export function loadRowsQuads(
   valid: string,
   addr: string,
   src: string,
+  vec4 = false,
 ): string {
   const per = count * DQ;
   const iters = Math.ceil(per / NT);
@@ -103,16 +130,15 @@ export function loadRowsQuads(
   const its = range(iters);
   return `{
       ${its.map((it) => `let e${it} = lid + ${it * NT}u; let kk${it} = e${it} / DQ; let cq${it} = e${it} % DQ; let rowi${it} = ${rowIndex.replaceAll('kk', `kk${it}`)};`).join('\n      ')}
-      ${its
-        .map(
-          (it) => `var val${it} = vec4<f32>(0.0);
-      if (${guard ? `e${it} < ${per}u && ` : ''}${valid.replaceAll('rowi', `rowi${it}`)}) {
-        let ad = ${addr.replaceAll('rowi', `rowi${it}`)};
-        let cc = cq${it} * 4u;
-        val${it} = vec4<f32>(ld_${src}(ad, cc), ld_${src}(ad, cc + 1u), ld_${src}(ad, cc + 2u), ld_${src}(ad, cc + 3u));
-      }`,
-        )
-        .join('\n      ')}
+      ${its.map((it) => `var val${it} = vec4<f32>(0.0);`).join(' ')}
+      ${both(vec4, (fn) =>
+        its
+          .map(
+            (it) =>
+              `val${it} = ${fn}${src}(${addr.replaceAll('rowi', `rowi${it}`)}, cq${it} * 4u, ${guard ? `e${it} < ${per}u && ` : ''}${valid.replaceAll('rowi', `rowi${it}`)});`,
+          )
+          .join('\n      '),
+      )}
       ${its
         .map(
           (it) => `${guard ? `if (e${it} < ${per}u) ` : ''}{
@@ -137,12 +163,13 @@ export function chunkProduct(
   rb: string,
   DC: number,
   T: number,
+  vec4 = false,
 ): string {
   return `
     ${R4.map((r) => `var ${out}${r} = vec4<f32>(0.0);`).join(' ')}
     for (var c0: u32 = 0u; c0 < U.d; c0 = c0 + DC) {
       workgroupBarrier();
-      ${loadPair(4 * T, DC, T * T, { valid: aValid, addr: aAddr, src: aSrc }, { valid: bValid, addr: bAddr, src: bSrc })}
+      ${loadPair(4 * T, DC, T * T, { valid: aValid, addr: aAddr, src: aSrc }, { valid: bValid, addr: bAddr, src: bSrc }, vec4)}
       workgroupBarrier();
       for (var cq: u32 = 0u; cq < DC / 4u; cq = cq + 1u) {
         ${R4.map((r) => `let a${r} = sa[(${ra} + T * ${r}u) * PAD + cq];`).join(' ')}
@@ -195,15 +222,15 @@ export function forwardShader(c: TileConfig): string {
   return /* wgsl */ `
 ${subgroups ? 'enable subgroups;' : ''}
 @group(0) @binding(0) var<uniform> U: Params;
-@group(0) @binding(1) var<storage, read> Qb: array<f32>;
-@group(0) @binding(2) var<storage, read> Kb: array<f32>;
-@group(0) @binding(3) var<storage, read> Vb: array<f32>;
+@group(0) @binding(1) var<storage, read> Qb: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> Kb: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> Vb: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> mt: array<i32>;
 @group(0) @binding(5) var<storage, read> bias_t: array<f32>;
 @group(0) @binding(6) var<storage, read_write> Ob: array<f32>;
 @group(0) @binding(7) var<storage, read_write> Lb: array<f32>;
 ${COMMON}
-${loaderFns(['Qb', 'Kb', 'Vb'])}
+${loaderFns(['Qb', 'Kb', 'Vb'], true)}
 const T: u32 = ${T}u;
 const NT: u32 = ${T * T}u;
 const BR: u32 = ${BR}u;
@@ -227,6 +254,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let i0 = i32(wg.x * BR);
   if (i0 >= s.sq) { return; }
   let slope = alibi_slope(b, h);
+  let aligned = ${ALIGNED};
+  let plain = (U.flags & (F_SOFTCAP | F_ALIBI | F_BIAS)) == 0u;
   let lo = key_lo(s, i0);
   let hi = key_hi(s, min(i0 + i32(BR), s.sq) - 1);
   // Loop bounds the compiler cannot see through keep per-element code (mask, modifiers, Philox) from
@@ -240,21 +269,37 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   loop {
     if (j0 >= hi) { break; }
     // ---- S = Q K^T over head-dim chunks
-    ${chunkProduct('sc', 'i0 + i32(row) < s.sq', 'U.q_base + q_at(b, s, u32(i0) + row, h)', 'Qb', 'j0 + i32(row) < s.sk', 'U.k_base + kv_at(b, s, u32(j0) + row, kh)', 'Kb', 'ty', 'tx', DC, T)}
-    // ---- mask and modifiers, per element through this thread's own slots of sp (masked: -Inf)
-    workgroupBarrier();
-    ${storeT('sc')}
-    for (var e: u32 = 0u; e < n16; e = e + 1u) {
-      let k = e / 4u;
-      let r = e % 4u;
-      let i = i0 + i32(ty + T * r);
-      let j = j0 + i32(tx + T * k);
-      let slot = (tx + T * k) * T + ty;
-      var sv = neg_inf();
-      if (allowed(s, i, j)) { sv = modify_score(sp[slot][r], b, h, i, j, s.off, slope); }
-      sp[slot][r] = sv;
+    ${chunkProduct('sc', 'i0 + i32(row) < s.sq', 'U.q_base + q_at(b, s, u32(i0) + row, h)', 'Qb', 'j0 + i32(row) < s.sk', 'U.k_base + kv_at(b, s, u32(j0) + row, kh)', 'Kb', 'ty', 'tx', DC, T, true)}
+    // ---- mask and modifiers (masked: -Inf). Without a score modifier: a tile wholly inside every row's
+    // key range only scales, another masks in registers (the mask test is a few comparisons, cheap to
+    // unroll). With softcap, ALiBi or bias, per element through this thread's own slots of sp, in a loop
+    // the compiler does not unroll (those functions are long; lavapipe compiles slowly).
+    let full = plain && i0 + i32(BR) <= s.sq && j0 + i32(BC) <= s.sk && j0 >= key_lo(s, i0 + i32(BR) - 1) &&
+      j0 + i32(BC) <= key_hi(s, i0);
+    if (full) {
+      ${R4.map((r) => `sc${r} = sc${r} * U.scale;`).join(' ')}
+    } else if (plain) {
+      ${R4.map(
+        (r) => `{
+        let i = i0 + i32(ty + T * ${r}u);
+        sc${r} = vec4<f32>(${R4.map((k) => `select(neg_inf(), sc${r}.${C[k]} * U.scale, allowed(s, i, j0 + i32(tx + T * ${k}u)))`).join(',\n          ')});
+      }`,
+      ).join('\n      ')}
+    } else {
+      workgroupBarrier();
+      ${storeT('sc')}
+      for (var e: u32 = 0u; e < n16; e = e + 1u) {
+        let k = e / 4u;
+        let r = e % 4u;
+        let i = i0 + i32(ty + T * r);
+        let j = j0 + i32(tx + T * k);
+        let slot = (tx + T * k) * T + ty;
+        var sv = neg_inf();
+        if (allowed(s, i, j)) { sv = modify_score(sp[slot][r], b, h, i, j, s.off, slope); }
+        sp[slot][r] = sv;
+      }
+      ${loadT('sc')}
     }
-    ${loadT('sc')}
     // ---- online softmax
     let tmax = vec4<f32>(${R4.map((r) => `max(max(sc${r}.x, sc${r}.y), max(sc${r}.z, sc${r}.w))`).join(', ')});
     ${reduceMax}
@@ -279,7 +324,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       if (j0 + i32(jc) >= hi) { break; }
       seqno = seqno + 1u;
       workgroupBarrier();
-      ${loadRowsQuads(VC, DQ, T * T, 'j0 + i32(jc + kk)', 'rowi < s.sk', 'U.v_base + kv_at(b, s, u32(rowi), kh)', 'Vb')}
+      ${loadRowsQuads(VC, DQ, T * T, 'j0 + i32(jc + kk)', 'rowi < s.sk', 'U.v_base + kv_at(b, s, u32(rowi), kh)', 'Vb', true)}
       let bad = workgroupUniformLoad(&vbad) == seqno;
       if (!bad) {
         for (var kk: u32 = 0u; kk < VC; kk = kk + 1u) {
