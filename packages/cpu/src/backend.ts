@@ -37,16 +37,24 @@ import {
   type Job,
   pagesShared,
 } from './job.js';
-import { availableCores, defaultWorkerUrl, sharedMemoryUnavailable, WorkerPool } from './pool.js';
-import { runAll } from './run.js';
+import { availableCores, defaultWorkerUrl, isNode, sharedMemoryUnavailable, WorkerPool } from './pool.js';
+import { drain, runAll } from './run.js';
 import { Scratch } from './scratch.js';
 
 export interface CpuBackendOptions {
   /**
-   * Worker threads. Default: the available cores (os.availableParallelism() in Node,
-   * navigator.hardwareConcurrency in browsers). 1 runs every call in the calling thread.
+   * Threads that compute, the calling thread included when `callerComputes`. Default: the available
+   * cores (os.availableParallelism() in Node, navigator.hardwareConcurrency in browsers). 1 runs
+   * every call in the calling thread, with no workers.
    */
   threads?: number;
+  /**
+   * Whether the calling thread computes a share of a threaded call (then `threads - 1` workers are
+   * started) instead of waiting for `threads` workers. Saves one worker's memory (~10–15 MiB in
+   * Node) at the cost of blocking the caller's event loop for the call, as a single-threaded call
+   * does. Default: true, except on a browser page's main thread, where blocking would freeze the page.
+   */
+  callerComputes?: boolean;
   /** Query rows per tile (Br). Default: from the cost model and `cacheBytes`. */
   blockQ?: number;
   /** Keys per tile (Bc). Default: from the cost model and `cacheBytes`. */
@@ -174,6 +182,11 @@ function shareProblem(p: Problem): Problem {
   };
 }
 
+/** A browser page's main thread (not Node, not a Web Worker): blocking it freezes the page. */
+function onPageMainThread(): boolean {
+  return !isNode() && typeof (globalThis as { document?: unknown }).document !== 'undefined';
+}
+
 export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
   if (typeof options !== 'object' || options === null) {
     fail('INVALID_OPTION', `cpu backend options must be an object, got ${describe(options)}`);
@@ -190,6 +203,13 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
       `cpu backend option cacheBytes must be a number >= 1024, got ${describe(options.cacheBytes)}`,
     );
   }
+  if (options.callerComputes !== undefined && typeof options.callerComputes !== 'boolean') {
+    fail(
+      'INVALID_OPTION',
+      `cpu backend option callerComputes must be a boolean, got ${describe(options.callerComputes)}`,
+    );
+  }
+  const callerComputes = options.callerComputes ?? !onPageMainThread();
   const threshold = options.parallelThreshold ?? PARALLEL_MIN_FLOPS;
   if (typeof threshold !== 'number' || !(threshold >= 0)) {
     fail(
@@ -207,7 +227,7 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
       ? 'single-threaded (threads: 1)'
       : noSharedMemory
         ? `single-threaded: ${noSharedMemory}`
-        : `up to ${options.threads ?? 'one per core'} worker threads (started on the first large call)`;
+        : `up to ${options.threads ?? 'one per core'} threads (workers started on the first large call)`;
   let poolPromise: Promise<WorkerPool | null> | null = null;
 
   const alive = () => {
@@ -226,13 +246,17 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
       info = 'single-threaded: one core available';
       return null;
     }
+    const workers = callerComputes ? threads - 1 : threads;
     try {
-      const pool = await WorkerPool.start(threads, options.workerUrl ?? defaultWorkerUrl());
+      const pool = await WorkerPool.start(workers, options.workerUrl ?? defaultWorkerUrl());
       if (disposed) {
         pool.terminate('disposed', 'DISPOSED');
         return null;
       }
-      info = `${threads} worker threads (${typeof process !== 'undefined' && process.versions?.node ? 'worker_threads' : 'Web Workers'}, SharedArrayBuffer)`;
+      const kind = `${isNode() ? 'worker_threads' : 'Web Workers'}, SharedArrayBuffer`;
+      info = callerComputes
+        ? `${threads} threads: the calling thread and ${workers} worker${workers === 1 ? '' : 's'} (${kind})`
+        : `${threads} worker threads (${kind})`;
       return pool;
     } catch (e) {
       info = `single-threaded: the worker threads failed to start (${e instanceof Error ? e.message : String(e)})`;
@@ -256,8 +280,29 @@ export function createCpuBackend(options: CpuBackendOptions = {}): CpuBackend {
     if (count === 0) return;
     const pool = parallel ? await getPool() : null;
     alive();
-    if (pool) await pool.run(share(), count);
-    else runAll(job, scratch);
+    if (!pool) {
+      runAll(job, scratch);
+      return;
+    }
+    const counter = new Int32Array(new SharedArrayBuffer(4));
+    const sharedJob = share();
+    const workersDone = pool.run(sharedJob, count, counter);
+    if (!callerComputes) return workersDone;
+    // Delivering the job to the workers does not need this thread's event loop: they pick it up
+    // and claim items from the same counter while this thread claims its own.
+    let failure: unknown = null;
+    try {
+      drain(sharedJob, counter, count, scratch);
+    } catch (e) {
+      failure = e;
+    }
+    // Even after an error, wait for the workers: they may still be writing into the outputs.
+    try {
+      await workersDone;
+    } catch (e) {
+      failure ??= e;
+    }
+    if (failure !== null) throw failure;
   }
 
   function wantsPool(flops: number): boolean {

@@ -15,7 +15,7 @@
 import { alibiSlope, allowedKeyRange, kvOffset, lseIndex, qOffset, seqLenK, seqLenQ } from '@flashattn/core';
 import { gemmNNAdd, gemmNNAddSkipZero, gemmTN, gemmTNRowMax } from './gemm.js';
 import { FORWARD_ITEM, type ForwardJob } from './job.js';
-import { roundUp4, type Scratch, type Tile } from './scratch.js';
+import { paddedLd, roundUp4, type Scratch, type Tile } from './scratch.js';
 import {
   type Dropout,
   dropWeight,
@@ -61,13 +61,17 @@ export function forwardItem(job: ForwardJob, n: number, s: Scratch): void {
   const BR = roundUp4(Br);
   const BC = roundUp4(Bc);
   const DP = roundUp4(d);
+  // Leading dimensions of the tiles the products walk down (see paddedLd).
+  const QL = paddedLd(Br);
+  const KL = paddedLd(Bc);
+  const VL = paddedLd(d);
   const sq = seqLenQ(p, b);
   const sk = seqLenK(p, b);
   const off = sk - sq;
   const dr: Dropout | null = p.dropout;
 
-  const Kt = s.get('Kt', d * BC);
-  const V = s.get('V', BC * DP);
+  const Kt = s.get('Kt', d * KL);
+  const V = s.get('V', BC * VL);
   const S = s.get('S', BR * BC);
   const rowMax = s.get('rowMax', BR);
   const row = s.get('row', DP);
@@ -97,8 +101,8 @@ export function forwardItem(job: ForwardJob, n: number, s: Scratch): void {
         jLo = Math.min(jLo, uLo);
         jHi = Math.max(jHi, uHi);
       }
-      const Qt = s.get(`Qt${u}`, d * BR);
-      for (let r = 0; r < rows; r++) loadT(job.q, dtype, qOffset(p, b, i0 + r, h), d, p.scale, Qt, BR, r, s);
+      const Qt = s.get(`Qt${u}`, d * QL);
+      for (let r = 0; r < rows; r++) loadT(job.q, dtype, qOffset(p, b, i0 + r, h), d, p.scale, Qt, QL, r, s);
       const acc = s.get(`acc${u}`, BR * DP);
       acc.fill(0, 0, BR * DP);
       const mb = u * BR;
@@ -115,8 +119,8 @@ export function forwardItem(job: ForwardJob, n: number, s: Scratch): void {
     let vFin = 0;
     for (let t = 0; t < keys; t++) {
       const ko = kvOffset(p, b, j0 + t, hk);
-      loadT(job.k, dtype, ko, d, 1, Kt, BC, t, s);
-      vFin += loadR(job.v, dtype, ko, d, 1, V, DP, t, s);
+      loadT(job.k, dtype, ko, d, 1, Kt, KL, t, s);
+      vFin += loadR(job.v, dtype, ko, d, 1, V, VL, t, s);
     }
     for (const u of units) {
       // Causal and window blocks outside the unit's rows are skipped wholesale.
@@ -127,8 +131,8 @@ export function forwardItem(job: ForwardJob, n: number, s: Scratch): void {
       const full = j0 >= lo[rows - 1] && j0 + keys <= hi[0];
       // Such blocks, unmodified, get their row maxima from the product's epilogue.
       const fast = full && !mod.any;
-      if (fast) gemmTNRowMax(u.Qt, BR, Kt, BC, S, BC, rows, keys, d, rowMax);
-      else gemmTN(u.Qt, BR, Kt, BC, S, BC, rows, keys, d);
+      if (fast) gemmTNRowMax(u.Qt, QL, Kt, KL, S, BC, rows, keys, d, rowMax);
+      else gemmTN(u.Qt, QL, Kt, KL, S, BC, rows, keys, d);
       for (let r = 0; r < rows; r++) {
         const i = i0 + r;
         let a = 0;
@@ -188,8 +192,8 @@ export function forwardItem(job: ForwardJob, n: number, s: Scratch): void {
         L[mb + r] += sum;
       }
       // acc += P~·V, P~ row-major in S.
-      if (vFin === 0) gemmNNAdd(S, BC, V, DP, acc, DP, rows, d, keys);
-      else gemmNNAddSkipZero(S, BC, V, DP, acc, DP, rows, d, keys);
+      if (vFin === 0) gemmNNAdd(S, BC, V, VL, acc, DP, rows, d, keys);
+      else gemmNNAddSkipZero(S, BC, V, VL, acc, DP, rows, d, keys);
     }
   }
 

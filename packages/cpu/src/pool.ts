@@ -205,14 +205,16 @@ export class WorkerPool {
     return ready;
   }
 
-  /** Runs items 0..count-1 of `job` on up to `size` workers; resolves when all are done. */
-  run(job: Job, count: number): Promise<void> {
+  /**
+   * Runs items 0..count-1 of `job` on up to `size` workers, which claim them from `counter` (the
+   * caller may claim some too); resolves when every worker that was posted the job is done.
+   */
+  run(job: Job, count: number, counter: Int32Array): Promise<void> {
     if (this.dead)
       return Promise.reject(
         new FlashAttentionError('DEVICE_LOST', `the cpu worker pool is unusable: ${this.dead}`),
       );
     const id = this.nextId++;
-    const counter = new Int32Array(new SharedArrayBuffer(4));
     const used = Math.min(this.size, count);
     return new Promise<void>((resolve, reject) => {
       this.jobs.set(id, { remaining: used, resolve, reject, error: null });

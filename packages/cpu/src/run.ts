@@ -13,3 +13,21 @@ export function runAll(job: Job, s: Scratch): void {
   const count = itemCount(job);
   for (let n = 0; n < count; n++) runItem(job, n, s);
 }
+
+/**
+ * Claims items of `job` from the shared counter and runs them until none is left: what every worker
+ * and, when it takes a share, the calling thread do. On an error the counter is pushed to the end so
+ * that the other threads stop early (the job has failed anyway), and the error is rethrown.
+ */
+export function drain(job: Job, counter: Int32Array, count: number, s: Scratch): void {
+  try {
+    for (;;) {
+      const n = Atomics.add(counter, 0, 1);
+      if (n >= count) return;
+      runItem(job, n, s);
+    }
+  } catch (e) {
+    Atomics.store(counter, 0, count);
+    throw e;
+  }
+}

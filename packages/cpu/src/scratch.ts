@@ -17,6 +17,16 @@ export function roundUp4(n: number): number {
 }
 
 /**
+ * The leading dimension of a tile walked down its columns inside a product's k-loop (Qt, Kt, V):
+ * rows plus 4 doubles. A stride of 64 or 128 doubles (512 B or 1 KiB) puts every row of a column
+ * in the same 8 or 4 of L1's 64 sets, so a 64–128-step walk evicts itself; an odd number of half
+ * cache lines per row spreads the walk over every set (PERF.md).
+ */
+export function paddedLd(n: number): number {
+  return roundUp4(n) + 4;
+}
+
+/**
  * A tile: a plain JS array of doubles (PACKED_DOUBLE_ELEMENTS), not a Float64Array. V8 (Node 20)
  * reloads a typed array's length and data pointers on every access inside these loops, but keeps a
  * packed array's elements in a register: the whole forward runs 12-15% faster this way (PERF.md).

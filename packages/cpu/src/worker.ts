@@ -3,7 +3,7 @@
  * the job's shared counter. Works as a Node worker_threads worker and as a browser module worker.
  */
 import type { ReplyMessage, RunMessage } from './pool.js';
-import { runItem } from './run.js';
+import { drain } from './run.js';
 import { Scratch } from './scratch.js';
 
 const scratch = new Scratch();
@@ -12,15 +12,9 @@ function handle(msg: RunMessage, post: (reply: ReplyMessage) => void): void {
   if (msg?.type !== 'run') return;
   const { id, job, counter, count } = msg;
   try {
-    for (;;) {
-      const n = Atomics.add(counter, 0, 1);
-      if (n >= count) break;
-      runItem(job, n, scratch);
-    }
+    drain(job, counter, count, scratch);
     post({ type: 'done', id });
   } catch (e) {
-    // Let the other workers stop early: the job has failed anyway.
-    Atomics.store(counter, 0, count);
     const err = e instanceof Error ? e : new Error(String(e));
     post({ type: 'error', id, message: err.message, name: err.name });
   }

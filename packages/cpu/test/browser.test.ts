@@ -14,6 +14,7 @@ it.skipIf(!existsSync(chromium))(
     const r = spawnSync(process.execPath, [script, chromium], { encoding: 'utf8', timeout: 150_000 });
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
     expect(r.stdout).toMatch(/"info":"2 worker threads \(Web Workers, SharedArrayBuffer\)","identical":true/);
+    expect(r.stdout).toMatch(/"callerInfo":"2 threads: the calling thread and 1 worker \(Web Workers/);
     expect(r.stdout).toMatch(/"note":"single-threaded: SharedArrayBuffer is unavailable/);
   },
 );

@@ -14,12 +14,20 @@ import { bitsOf, inputsOf, randomTensor } from './helpers.js';
 
 const DIST = fileURLToPath(new URL('../dist/', import.meta.url));
 
-// parallelThreshold 0: every call goes to the workers, however small.
+// parallelThreshold 0: every call goes to the workers, however small. `two` and `three` let the
+// calling thread take a share (Node's default); `twoWorkers` waits for two workers instead.
 const one = createCpuBackend({ threads: 1, blockQ: 12, blockK: 16 });
 const two = createCpuBackend({ threads: 2, blockQ: 12, blockK: 16, parallelThreshold: 0 });
 const three = createCpuBackend({ threads: 3, blockQ: 12, blockK: 16, parallelThreshold: 0 });
+const twoWorkers = createCpuBackend({
+  threads: 2,
+  blockQ: 12,
+  blockK: 16,
+  parallelThreshold: 0,
+  callerComputes: false,
+});
 afterAll(async () => {
-  await Promise.all([one.dispose(), two.dispose(), three.dispose()]);
+  await Promise.all([one.dispose(), two.dispose(), three.dispose(), twoWorkers.dispose()]);
 });
 
 async function everything(
@@ -56,11 +64,14 @@ describe('thread-count independence (bit-identical results)', () => {
     const a = await everything(one, q, k, v, c.options ?? {});
     const b = await everything(two, q, k, v, c.options ?? {});
     const d = await everything(three, q, k, v, c.options ?? {});
-    expect(two.info).toMatch(/2 worker threads/);
-    expect(three.info).toMatch(/3 worker threads/);
+    const w = await everything(twoWorkers, q, k, v, c.options ?? {});
+    expect(two.info).toMatch(/^2 threads: the calling thread and 1 worker \(worker_threads/);
+    expect(three.info).toMatch(/^3 threads: the calling thread and 2 workers/);
+    expect(twoWorkers.info).toMatch(/^2 worker threads \(worker_threads/);
     for (let n = 0; n < a.length; n++) {
       expect(b[n], `output ${n}, 2 threads`).toEqual(a[n]);
       expect(d[n], `output ${n}, 3 threads`).toEqual(a[n]);
+      expect(w[n], `output ${n}, 2 workers`).toEqual(a[n]);
     }
   });
 
@@ -109,8 +120,10 @@ describe('concurrency, errors and lifecycle', () => {
     for (const x of inputs) sequential.push(await two.forward(x.q, x.k, x.v, x.options));
     const concurrent = await Promise.all(inputs.map((x) => two.forward(x.q, x.k, x.v, x.options)));
     const local = await Promise.all(inputs.map((x) => one.forward(x.q, x.k, x.v, x.options)));
+    const workers = await Promise.all(inputs.map((x) => twoWorkers.forward(x.q, x.k, x.v, x.options)));
     for (let n = 0; n < inputs.length; n++) {
       expect(bitsOf(concurrent[n].out)).toEqual(bitsOf(sequential[n].out));
+      expect(bitsOf(workers[n].out)).toEqual(bitsOf(sequential[n].out));
       expect(bitsOf(local[n].out)).toEqual(bitsOf(sequential[n].out));
       expect(bitsOf(concurrent[n].lse!)).toEqual(bitsOf(sequential[n].lse!));
     }
@@ -139,6 +152,7 @@ describe('concurrency, errors and lifecycle', () => {
     expect(await codeOf(two.forward(big, big, big))).toBe('HEAD_DIM_UNSUPPORTED');
     expect(await codeOf(two.backward(q, q, k, v, q, new Float32Array(3)))).toBe('SHAPE_MISMATCH');
     expect(() => createCpuBackend({ threads: 0 })).toThrow(/threads/);
+    expect(() => createCpuBackend({ callerComputes: 1 as unknown as boolean })).toThrow(/callerComputes/);
     expect(() => createCpuBackend({ blockQ: 2.5 })).toThrow(/blockQ/);
   });
 
@@ -146,7 +160,7 @@ describe('concurrency, errors and lifecycle', () => {
     const b = createCpuBackend({ threads: 2, parallelThreshold: 0 });
     const q = randomTensor([1, 30, 2, 8], 'float32', 1);
     await b.forward(q, q, q);
-    expect(b.info).toMatch(/worker threads/);
+    expect(b.info).toMatch(/2 threads: the calling thread and 1 worker/);
     await b.dispose();
     await expect(b.forward(q, q, q)).rejects.toMatchObject({ code: 'DISPOSED' });
     await expect(b.backward(q, q, q, q, q, new Float32Array(60))).rejects.toMatchObject({ code: 'DISPOSED' });
@@ -169,7 +183,7 @@ describe('concurrency, errors and lifecycle', () => {
     const list = await listBackends();
     const cpu = list.find((x) => x.name === 'cpu');
     expect(cpu).toMatchObject({ name: 'cpu', priority: 10, available: true });
-    expect((cpu as { note?: string }).note).toMatch(/worker threads|single-threaded/);
+    expect((cpu as { note?: string }).note).toMatch(/\d+ threads: the calling thread|single-threaded/);
     const b = await getBackend('cpu');
     expect(b.name).toBe('cpu');
   });
@@ -196,7 +210,7 @@ describe('the built package in a fresh process', () => {
     const r = script(`const m = await import(${JSON.stringify(`${DIST}index.js`)}); ${body}`, 'module');
     expect(r.error).toBeUndefined();
     expect(r.status, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout).info).toMatch(/2 worker threads/);
+    expect(JSON.parse(r.stdout).info).toMatch(/2 threads: the calling thread and 1 worker/);
   });
 
   it('CJS: require() works and uses the same worker entry', () => {
@@ -208,7 +222,7 @@ describe('the built package in a fresh process', () => {
     expect(cjs.status, cjs.stderr).toBe(0);
     const a = JSON.parse(esm.stdout);
     const b = JSON.parse(cjs.stdout);
-    expect(b.info).toMatch(/2 worker threads/);
+    expect(b.info).toMatch(/2 threads: the calling thread and 1 worker/);
     expect(b.sum).toBe(a.sum);
   });
 });

@@ -64,7 +64,10 @@ for (const isolated of [true, false]) {
   const ok =
     !r.error &&
     r.identical &&
-    (isolated ? /2 worker threads \(Web Workers/.test(r.info) : /^single-threaded/.test(r.info));
+    (isolated
+      ? /2 worker threads \(Web Workers/.test(r.info) &&
+        /^2 threads: the calling thread and 1 worker \(Web Workers/.test(r.callerInfo)
+      : /^single-threaded/.test(r.info) && /^single-threaded/.test(r.callerInfo));
   if (!ok) failed = true;
 }
 process.exit(failed ? 1 : 0);
