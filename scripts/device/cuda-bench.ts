@@ -95,10 +95,37 @@ function spreadOf(ms: Float64Array): number {
   return s.length ? (s[s.length - 1] - s[0]) / s[s.length >> 1] : 0;
 }
 
+// --profile: one forward (bfloat16, d = 128, s = 4096, full) and one decode (bfloat16, sk = 128k)
+// and nothing else, for Nsight Compute (cuda-run.sh profile).
+async function profile(be: CudaBackend): Promise<void> {
+  const d = 128;
+  const s = 4096;
+  const shape = [16384 / s, s, 2048 / d, d];
+  const [q, k, v] = await Promise.all(
+    [41, 42, 43].map(
+      async (seed) => (await be.upload(randomTensor('bfloat16', shape, seed))) as DeviceTensor,
+    ),
+  );
+  const r = await be.forward(q, k, v, {});
+  console.log(`profile forward: ${be.lastPlan?.kernel}`);
+  be.free(r.out);
+  for (const t of [q, k, v]) be.free(t);
+  const sk = 131072;
+  const qd = (await be.upload(randomTensor('bfloat16', [1, 1, 32, 128], 44))) as DeviceTensor;
+  const kd = (await be.upload(randomTensor('bfloat16', [1, sk, 8, 128], 45))) as DeviceTensor;
+  const vd = (await be.upload(randomTensor('bfloat16', [1, sk, 8, 128], 46))) as DeviceTensor;
+  const rd = await be.forward(qd, kd, vd, {});
+  console.log(`profile decode: ${be.lastPlan?.kernel} x${be.lastPlan?.splits}`);
+  be.free(rd.out);
+  for (const t of [qd, kd, vd]) be.free(t);
+  await be.dispose();
+}
+
 async function main(): Promise<void> {
   mkdirSync(outDir, { recursive: true });
   const be: CudaBackend = await createCudaBackend();
   console.log(`device: ${JSON.stringify(be.device)}`);
+  if (process.argv.includes('--profile')) return profile(be);
 
   // Copy bandwidth (bytes read + bytes written per second).
   const copyBytes = 2 ** 30;
@@ -179,7 +206,7 @@ async function main(): Promise<void> {
         const hq = HIDDEN / d;
         const [q, k, v] = [Q, K, V].map((t) => be.view(t, [b, s, hq, d]));
         for (const causal of [false, true]) {
-          for (const variant of [0, 1, 2]) {
+          for (const variant of d === 128 ? [0, 1, 2, 3] : [0, 2, 3]) {
             be.configure({ variant });
             try {
               const f = await be.timeForward(q, k, v, { causal }, { warmup: 3, iters });
@@ -293,27 +320,45 @@ async function main(): Promise<void> {
     for (const t of [q, k, v]) be.free(t);
   }
 
-  // Decode: sq = 1, hq = 32, hk = 8, d = 128, bfloat16 and float16; GB/s of K and V read.
+  // Decode: sq = 1, hq = 32, hk = 8, d = 128, bfloat16 and float16; GB/s of K and V read. The
+  // default kernel first, then (bfloat16) the tuning variants and the generic CUDA-core decode.
   for (const dtype of dtypes) {
-    for (const sk of [4096, 32768, 131072]) {
+    for (const sk of [4096, 32768, 65536, 131072]) {
       const b = 1;
       const q = (await be.upload(randomTensor(dtype, [b, 1, 32, 128], 31))) as DeviceTensor;
       const k = (await be.upload(randomTensor(dtype, [b, sk, 8, 128], 32))) as DeviceTensor;
       const v = (await be.upload(randomTensor(dtype, [b, sk, 8, 128], 33))) as DeviceTensor;
-      const f = await be.timeForward(q, k, v, {}, { warmup: 5, iters: 20 });
       const bytes = 2 * b * sk * 8 * 128 * 2;
-      record({
-        what: 'decode',
-        dtype,
-        d: 128,
-        s: sk,
-        b,
-        hq: 32,
-        causal: false,
-        ms: f.median,
-        gbs: bytes / f.median / 1e6,
-        kernel: `${f.kernel} x${f.splits}`,
-      });
+      const tries: Array<{ variant: number; generic: boolean }> = [{ variant: 0, generic: false }];
+      if (dtype === 'bfloat16' && !quick)
+        tries.push(
+          { variant: 1, generic: false },
+          { variant: 2, generic: false },
+          { variant: 0, generic: true },
+        );
+      for (const t of tries) {
+        be.configure({ variant: t.variant, forceGeneric: t.generic });
+        try {
+          const f = await be.timeForward(q, k, v, {}, { warmup: 5, iters: 30 });
+          record({
+            what: t.variant || t.generic ? 'decode-var' : 'decode',
+            dtype,
+            d: 128,
+            s: sk,
+            b,
+            hq: 32,
+            causal: false,
+            ms: f.median,
+            gbs: bytes / f.median / 1e6,
+            kernel: `${f.kernel} x${f.splits}`,
+            variant: t.variant,
+            spread: spreadOf(f.ms),
+          });
+        } catch (e) {
+          console.log(`decode variant ${t.variant} generic ${t.generic}: ${(e as Error).message}`);
+        }
+      }
+      be.configure({ variant: 0, forceGeneric: false });
       for (const t of [q, k, v]) be.free(t);
     }
   }
@@ -328,7 +373,13 @@ async function main(): Promise<void> {
     ),
   );
   console.log(
-    `copy ${copyGBs.toFixed(0)} GB/s; decode best ${Math.max(...rows.filter((r) => r.what === 'decode').map((r) => r.gbs ?? 0)).toFixed(0)} GB/s`,
+    `copy ${copyGBs.toFixed(0)} GB/s; decode (default kernel) ${rows
+      .filter((r) => r.what === 'decode')
+      .map(
+        (r) =>
+          `${r.dtype} sk=${r.s}: ${(r.gbs ?? 0).toFixed(0)} GB/s = ${((100 * (r.gbs ?? 0)) / copyGBs).toFixed(0)}%`,
+      )
+      .join(', ')}`,
   );
 }
 

@@ -23,14 +23,18 @@ def main():
         v = load(d, f"cuda-verify-{mode}.json")
         if not v:
             continue
-        rows = [r for r in v["rows"] if "[clone as " not in r["name"]]
+        rows = [r for r in v["rows"] if "[clone as " not in r["name"] and "[decode]" not in r["name"]]
         clones = [r for r in v["rows"] if "[clone as " in r["name"]]
+        dec = [r for r in v["rows"] if "[decode]" in r["name"]]
         cnt = lambda lst, s: sum(1 for r in lst if r["status"] == s)
         line = (f"- conformance, kernels `{mode}`: **{cnt(rows, 'pass')} pass**, {cnt(rows, 'fail')} fail, "
                 f"{cnt(rows, 'unsupported')} unsupported of {len(rows)} cases")
         if clones:
             line += (f"; float32 cases re-run in bfloat16/float16 (tensor-core coverage): {cnt(clones, 'pass')} pass, "
                      f"{cnt(clones, 'fail')} fail of {len(clones)}")
+        if dec:
+            line += (f"; long 16-bit decode cases: {cnt(dec, 'pass')} pass, {cnt(dec, 'fail')} fail of {len(dec)} "
+                     f"(kernels: {', '.join(sorted(set(r.get('kernel') or '-' for r in dec)))})")
         out.append(line)
         for r in v["rows"]:
             if r["status"] == "fail":
@@ -74,6 +78,17 @@ def main():
         if r["what"] == "decode":
             out.append(f"| {r['dtype']} | {r['s']} | {r['ms']:.3f} | {r['gbs']:.0f} | {100 * r['gbs'] / bench['copyGBs']:.0f} % | {r['kernel']} |")
     out.append("")
+    dv = [r for r in bench["rows"] if r["what"] == "decode-var"]
+    if dv:
+        out.append("Decode variants (bfloat16; `generic-split` is the CUDA-core decode, forced):")
+        out.append("")
+        out.append("| sk | variant | ms | GB/s | of copy | kernel |")
+        out.append("| --- | --- | --- | --- | --- | --- |")
+        for r in bench["rows"]:
+            if r["what"] in ("decode", "decode-var") and r["dtype"] == "bfloat16":
+                out.append(f"| {r['s']} | {r.get('variant', 0)} | {r['ms']:.3f} | {r['gbs']:.0f} | "
+                           f"{100 * r['gbs'] / bench['copyGBs']:.0f} % | {r['kernel']} |")
+        out.append("")
     out.append("**Variants and other paths** (bfloat16, s = 4096 unless noted)")
     out.append("")
     out.append("| what | d | s | mask | variant | ms | TFLOP/s | kernel |")

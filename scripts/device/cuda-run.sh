@@ -2,7 +2,9 @@
 # Runs on the GPU machine, from the repository root, after scripts/device/cuda-build.sh made .device/:
 # the conformance suite (tensor-core and generic kernels), the benchmarks, and PyTorch's SDPA anchors
 # measured in the same run. Logs and JSON go to $OUT (or test-output/).
-#   scripts/device/cuda-run.sh [verify] [bench | decode] [anchor]     (default: verify bench anchor)
+#   scripts/device/cuda-run.sh [verify] [bench | decode] [anchor] [profile]   (default: verify bench anchor)
+# profile: Nsight Compute (clocks left alone) on one d = 128 forward and one decode: cuda-ncu.ncu-rep,
+# cuda-ncu.txt (details), cuda-ncu-sass.csv (per-instruction stall samples), cuda-ncu-summary.txt.
 set -uo pipefail
 out=${OUT:-test-output}
 mkdir -p "$out"
@@ -18,6 +20,17 @@ for step in $steps; do
     verify) timeout "${FA_VERIFY_TIMEOUT:-300}" node .device/cuda-verify.mjs --mode both --clones --jobs "${FA_VERIFY_JOBS:-12}" --out "$out" 2>&1 | tee "$out/cuda-verify.log" ;;
     bench) timeout "${FA_BENCH_TIMEOUT:-240}" node .device/cuda-bench.mjs --out "$out" 2>&1 | tee "$out/cuda-bench.log" ;;
     decode) timeout "${FA_BENCH_TIMEOUT:-240}" node .device/cuda-bench.mjs --decode-only --out "$out" 2>&1 | tee "$out/cuda-bench.log" ;;
+    profile)
+      timeout "${FA_PROFILE_TIMEOUT:-240}" ncu --clock-control none -k 'regex:tc_fwd_kernel|tc_decode_kernel' -c 2 --import-source no \
+        --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+        --section Occupancy --section LaunchStats --section SchedulerStats --section WarpStateStats \
+        --section InstructionStats --section SourceCounters -f -o "$out/cuda-ncu" \
+        node .device/cuda-bench.mjs --profile 2>&1 | tail -20
+      ncu -i "$out/cuda-ncu.ncu-rep" --page details > "$out/cuda-ncu.txt" 2>&1
+      ncu -i "$out/cuda-ncu.ncu-rep" --page source --print-source sass --csv > "$out/cuda-ncu-sass.csv" 2>&1
+      ncu -i "$out/cuda-ncu.ncu-rep" --page raw --csv > "$out/cuda-ncu-raw.csv" 2>&1
+      python3 packages/cuda/bench/ncu_summary.py "$out/cuda-ncu-raw.csv" 2>&1 | tee "$out/cuda-ncu-summary.txt"
+      ;;
     anchor) timeout "${FA_ANCHOR_TIMEOUT:-240}" python3 packages/cuda/bench/sdpa_anchor.py --out "$out" 2>&1 | tee "$out/cuda-anchor.log" ;;
   esac
 done

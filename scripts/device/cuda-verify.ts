@@ -17,6 +17,8 @@ import {
   type CaseResult,
   type ConformanceCase,
   conformanceCases,
+  describeSpec,
+  type ProblemSpec,
   runCase,
 } from '@flashattn/conformance/cases';
 import { type Backend, createReferenceBackend } from '@flashattn/core';
@@ -62,7 +64,51 @@ function caseList(): ConformanceCase[] {
       });
     }
   }
-  return [...base, ...extra];
+  return [...base, ...extra, ...decodeCases()];
+}
+
+// Split-KV decode shapes long enough for the tensor-core decode kernel to split (the suite's own
+// cases are too short for most of its paths): GQA/MQA packing, sq > 1 with causal and window masks,
+// key padding, paged KV, head dims below the tile's 128, lse. Reported apart, with the clones.
+function decodeCases(): ConformanceCase[] {
+  const specs: Array<Partial<ProblemSpec>> = [
+    {
+      batch: 2,
+      sq: 1,
+      sk: 3000,
+      hq: 8,
+      hk: 2,
+      d: 128,
+      dtype: 'bfloat16',
+      seqlensK: [3000, 1777],
+      lse: 'always',
+    },
+    { batch: 1, sq: 1, sk: 4096, hq: 32, hk: 4, d: 64, dtype: 'float16' },
+    { batch: 1, sq: 1, sk: 2500, hq: 16, hk: 1, d: 128, dtype: 'bfloat16', lse: 'always' },
+    { batch: 1, sq: 4, sk: 2048, hq: 8, hk: 2, d: 128, dtype: 'bfloat16', causal: true, lse: 'always' },
+    { batch: 1, sq: 2, sk: 3001, hq: 4, hk: 1, d: 96, dtype: 'float16', window: [700, 0] },
+    {
+      batch: 2,
+      sq: 1,
+      sk: 2600,
+      hq: 16,
+      hk: 4,
+      d: 128,
+      dtype: 'float16',
+      paged: { pageSize: 64, extraPages: 3 },
+      seqlensK: [2600, 901],
+    },
+    { batch: 3, sq: 1, sk: 1500, hq: 4, hk: 4, d: 40, dtype: 'bfloat16', seqlensK: [1500, 0, 333] },
+  ];
+  return specs.map((over, n) => {
+    const sp = { batch: 1, sq: 1, sk: 1000, hq: 4, hk: 1, d: 128, dtype: 'float32', seed: 9100 + n, ...over };
+    return {
+      name: `forward · decode #${n + 1} [decode] · ${describeSpec(sp as ProblemSpec)}`,
+      kind: 'forward',
+      tags: ['decode'],
+      spec: sp,
+    } as ConformanceCase;
+  });
 }
 
 async function runSlice(mode: string, idx: number, n: number): Promise<Row[]> {
@@ -123,8 +169,9 @@ async function runMode(mode: string): Promise<Row[]> {
 }
 
 function summarise(mode: string, all: Row[], seconds: number): string {
-  const rows = all.filter((r) => !r.name.includes('[clone as '));
+  const rows = all.filter((r) => !r.name.includes('[clone as ') && !r.name.includes('[decode]'));
   const cloned = all.filter((r) => r.name.includes('[clone as '));
+  const decode = all.filter((r) => r.name.includes('[decode]'));
   const count = (s: string, list = rows) => list.filter((r) => r.status === s).length;
   const kernels = new Map<string, number>();
   for (const r of rows) if (r.kernel) kernels.set(r.kernel, (kernels.get(r.kernel) ?? 0) + 1);
@@ -134,6 +181,11 @@ function summarise(mode: string, all: Row[], seconds: number): string {
   if (cloned.length) {
     lines.push(
       `  clones (float32 cases re-run in bfloat16 / float16): ${count('pass', cloned)} pass, ${count('fail', cloned)} fail, ${count('unsupported', cloned)} unsupported of ${cloned.length}`,
+    );
+  }
+  if (decode.length) {
+    lines.push(
+      `  long decode cases (16-bit): ${count('pass', decode)} pass, ${count('fail', decode)} fail, ${count('unsupported', decode)} unsupported of ${decode.length}; kernels ${decode.map((r) => r.kernel ?? '-').join(' ')}`,
     );
   }
   for (const r of all.filter((x) => x.status !== 'pass')) {

@@ -611,12 +611,12 @@ class Context : public Napi::ObjectWrap<Context> {
       std::vector<uint32_t> scratch;
       uint32_t next_scratch = 0xffffffffu;
       std::vector<uint32_t> made;
-      cudaEvent_t ev[2] = {nullptr, nullptr};
+      std::vector<cudaEvent_t> evs;
       auto cleanup = [&] {
         for (uint32_t id : made) c.release(id);
         for (uint32_t id : scratch) c.release(id);
-        if (ev[0]) cudaEventDestroy(ev[0]);
-        if (ev[1]) cudaEventDestroy(ev[1]);
+        for (cudaEvent_t e : evs)
+          if (e) cudaEventDestroy(e);
       };
       try {
         Bind(c, *d, scratch, next_scratch);
@@ -638,19 +638,25 @@ class Context : public Napi::ObjectWrap<Context> {
           d->p.dk = mk(d->kv_bytes);
           d->p.dv = mk(d->kv_bytes);
         }
-        c.check(cudaEventCreate(&ev[0]), "cudaEventCreate");
-        c.check(cudaEventCreate(&ev[1]), "cudaEventCreate");
-        for (int it = 0; it < warmup + iters; it++) {
-          c.check(cudaEventRecord(ev[0], c.stream_), "cudaEventRecord");
+        // Every call is queued before the first is waited for, so that the host's launch work for
+        // call n + 1 overlaps call n: a wait after each call would put the host's launch latency
+        // (~10-20 us) inside the next pair of events, a quarter of a 32k-key decode (PERF.md run 5).
+        const int n = warmup + iters;
+        evs.assign(2 * (size_t)n, nullptr);
+        for (auto& e : evs) c.check(cudaEventCreate(&e), "cudaEventCreate");
+        for (int it = 0; it < n; it++) {
+          c.check(cudaEventRecord(evs[2 * it], c.stream_), "cudaEventRecord");
           if (!backward)
             c.check(fa::run_forward(d->p, c.props_, d->opt, c.stream_, &plan), "forward");
           else
             c.check(fa::run_backward(d->p, c.props_, d->opt, d->pages_shared, c.stream_, &plan), "backward");
-          c.check(cudaEventRecord(ev[1], c.stream_), "cudaEventRecord");
-          c.check(cudaEventSynchronize(ev[1]), "timing");
+          c.check(cudaEventRecord(evs[2 * it + 1], c.stream_), "cudaEventRecord");
+        }
+        if (n > 0) c.check(cudaEventSynchronize(evs[2 * n - 1]), "timing");
+        for (int it = warmup; it < n; it++) {
           float ms = 0;
-          c.check(cudaEventElapsedTime(&ms, ev[0], ev[1]), "cudaEventElapsedTime");
-          if (it >= warmup) task.times.push_back(ms);
+          c.check(cudaEventElapsedTime(&ms, evs[2 * it], evs[2 * it + 1]), "cudaEventElapsedTime");
+          task.times.push_back(ms);
         }
         task.kernel = plan.kernel;
         task.splits = plan.splits;

@@ -1,5 +1,5 @@
 // Device helpers shared by every kernel: indexing of SPEC §2/§3 (varlen, paged, strides), the mask
-// interval, score modifiers, SPEC §5's Philox, dtype conversion, cp.async, ldmatrix and mma.sync.
+// interval, score modifiers, SPEC §5's Philox, dtype conversion, cp.async and mma.sync.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -145,18 +145,7 @@ FA_DEV void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> FA_DEV void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // ------------------------------------------------------------------------------------------------
-// Tensor cores: ldmatrix and mma.sync m16n8k16 with float32 accumulators.
-
-FA_DEV void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, const void* smem) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(smem_u32(smem)));
-}
-FA_DEV void ldmatrix_x4_trans(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, const void* smem) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-               : "r"(smem_u32(smem)));
-}
+// Tensor cores: mma.sync m16n8k16 with float32 accumulators (ldmatrix: tc_common.cuh).
 
 template <typename T> FA_DEV void mma16816(float* c, const uint32_t* a, const uint32_t* b);
 template <> FA_DEV void mma16816<__half>(float* c, const uint32_t* a, const uint32_t* b) {

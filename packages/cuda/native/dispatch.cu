@@ -54,10 +54,15 @@ cudaError_t run_forward(AttnParams p, const DeviceProps& dev, const Options& opt
   const bool tc = !opt.force_generic && p.dtype != F32 && tc_layout_ok(p);
   const int splits = choose_splits(p, dev);
   const bool decode = (long long)p.seq_q * p.group <= 64 && splits > 1;
+  if (tc && decode && !has_extras(p) && p.d <= 128 && (long long)p.seq_q * p.group <= TC_DECODE_ROWS) {
+    return p.dtype == F16 ? tc_decode_f16(p, dev, opt.variant, st, plan) : tc_decode_bf16(p, dev, opt.variant, st, plan);
+  }
   if (tc && !decode) {
     plan->kernel = "tc";
-    if (p.dtype == F16) return tc_forward_f16(p, has_extras(p), opt.variant, st);
-    return tc_forward_bf16(p, has_extras(p), opt.variant, st);
+    // The plain kernel folds the scale into its exponent and needs it positive.
+    const bool extras = has_extras(p) || !(p.scale > 0.f);
+    if (p.dtype == F16) return tc_forward_f16(p, extras, opt.variant, st);
+    return tc_forward_bf16(p, extras, opt.variant, st);
   }
   if (splits > 1) {
     Scratch scratch(st);

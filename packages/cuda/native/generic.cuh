@@ -5,6 +5,7 @@
 //
 // Included once per element type by generic_{f32,f16,bf16}.cu, which instantiate the launchers.
 #pragma once
+#include "combine.cuh"
 #include "device_common.cuh"
 #include "launch.h"
 
@@ -275,38 +276,6 @@ __global__ void __launch_bounds__(GEN_THREADS) gen_fwd_kernel(AttnParams p, int 
       if (lane == 0) p.lse_part[(long long)split * rows + li] = lse;
     }
   }
-}
-
-// Merges the splits (core's mergeLse): one warp per (b, h, i).
-template <typename T>
-__global__ void __launch_bounds__(128) combine_kernel(AttnParams p, int splits) {
-  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-  const long long nrows = (long long)p.batch * p.hq * p.seq_q;
-  if (warp >= nrows) return;
-  const int i = warp % p.seq_q, h = (warp / p.seq_q) % p.hq, b = warp / (p.seq_q * p.hq);
-  if (i >= seqlen_q(p, b)) return;
-  const long long rows = p.cu_q ? (long long)p.hq * p.total_q : nrows;
-  const long long li = lse_idx(p, b, h, i);
-  float mx = -INFINITY;
-  for (int s = 0; s < splits; s++) mx = max_nan(mx, p.lse_part[s * rows + li]);
-  T* o = static_cast<T*>(p.out) + q_off(p, b, i, h);
-  if (mx == -INFINITY) {
-    for (int c = lane; c < p.d; c += 32) o[c] = from_f<T>(0.f);
-    if (lane == 0 && p.lse) p.lse[li] = -INFINITY;
-    return;
-  }
-  float sum = 0.f;
-  for (int s = 0; s < splits; s++) sum += expf(p.lse_part[s * rows + li] - mx);
-  const float lse = mx + logf(sum);
-  for (int c = lane; c < p.d; c += 32) {
-    float x = 0.f;
-    for (int s = 0; s < splits; s++) {
-      const float w = expf(p.lse_part[s * rows + li] - lse);
-      if (w != 0.f) x += w * p.o_part[(s * rows + li) * p.d + c];
-    }
-    o[c] = from_f<T>(x);
-  }
-  if (lane == 0 && p.lse) p.lse[li] = lse;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -633,10 +602,7 @@ template <typename T, int NC, bool DEC> cudaError_t gen_forward_nc(const AttnPar
   kern<<<grid, GEN_THREADS, smem, st>>>(p, nrb, gen_vec_ok<T>(p) ? 1 : 0);
   e = cudaGetLastError();
   if (e != cudaSuccess || splits == 1) return e;
-  const long long nrows = (long long)p.batch * p.hq * p.seq_q;
-  if (nrows == 0) return cudaSuccess;
-  combine_kernel<T><<<(unsigned)((nrows + 3) / 4), 128, 0, st>>>(p, splits);
-  return cudaGetLastError();
+  return combine_launch<T>(p, splits, st);
 }
 
 // decode: the split-KV decode shape (the dispatcher's choice); its variant exists for d <= 128.

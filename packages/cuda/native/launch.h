@@ -32,7 +32,7 @@ struct DeviceProps {
 
 // Kernel choice, recorded for the caller (benchmarks print it).
 struct Plan {
-  const char* kernel;  // "tc", "generic", "generic-split", "generic-serial"
+  const char* kernel;  // "tc", "tc-decode", "generic", "generic-split", "generic-serial"
   int splits;
   size_t scratch_bytes;  // device memory taken for the call beyond its outputs
 };
@@ -63,6 +63,12 @@ struct Scratch {
     for (int i = 0; i < n; i++) cudaFreeAsync(ptrs[i], st);
   }
 };
+
+// Split-KV decode on tensor cores (tc_decode.cuh): rows sq * group <= TC_DECODE_ROWS, head dim <= 128 with
+// d % 8 == 0, no softcap / ALiBi / bias / dropout. Chooses its splits and allocates their scratch.
+constexpr int TC_DECODE_ROWS = 16;  // packed (query, head) rows: one m16 tile
+cudaError_t tc_decode_f16(const AttnParams& p, const DeviceProps& dev, int variant, cudaStream_t st, Plan* plan);
+cudaError_t tc_decode_bf16(const AttnParams& p, const DeviceProps& dev, int variant, cudaStream_t st, Plan* plan);
 
 // Forward: out (and lse when p.lse) from q, k, v. Allocates split-KV scratch itself.
 cudaError_t run_forward(AttnParams p, const DeviceProps& dev, const Options& opt, cudaStream_t st, Plan* plan);

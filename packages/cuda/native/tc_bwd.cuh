@@ -41,6 +41,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
   float* dsum_s0 = lse_s0 + NS * BM;                         // [NS][BM]
   float* lsen_s0 = dsum_s0 + NS * BM;                        // [NS][BM] natural units (EXTRAS)
 
+  check_smem_alignment(smem_raw);
   const int nb = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z;
   const int sq = seqlen_q(p, b), sk = seqlen_k(p, b);
   const int n0 = nb * BN;
@@ -52,8 +53,13 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
   const T* vbase = static_cast<const T*>(p.v);
   const T* qbase = static_cast<const T*>(p.q);
   const T* obase = static_cast<const T*>(p.dout);
-  tc_load_tile<T, D, NT>(Ks, BN, sk - n0, d, [&](int r) { return kbase + kv_off(p, b, n0 + r, hkv); }, kbase);
-  tc_load_tile<T, D, NT>(Vs, BN, sk - n0, d, [&](int r) { return vbase + kv_off(p, b, n0 + r, hkv); }, vbase);
+  if (p.block_table) {
+    tc_load_tile<T, D, NT>(Ks, BN, sk - n0, d, [&](int r) { return kbase + kv_off(p, b, n0 + r, hkv); }, kbase);
+    tc_load_tile<T, D, NT>(Vs, BN, sk - n0, d, [&](int r) { return vbase + kv_off(p, b, n0 + r, hkv); }, vbase);
+  } else {
+    tc_load_tile_strided<T, D, NT, BN>(Ks, sk - n0, d, kbase + kv_off(p, b, n0, hkv), p.kv_ss);
+    tc_load_tile_strided<T, D, NT, BN>(Vs, sk - n0, d, vbase + kv_off(p, b, n0, hkv), p.kv_ss);
+  }
   cp_async_commit();
 
   float dk[ND][4], dv[ND][4];
@@ -86,10 +92,11 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
   auto load_q = [&](int it, int stage) {
     const int h = hkv * G + it / nmb;
     const int m0 = (mb_lo + it % nmb) * BM;
-    tc_load_tile<T, D, NT>(Qs0 + stage * BM * D, BM, sq - m0, d, [&](int r) { return qbase + q_off(p, b, m0 + r, h); },
-                           qbase);
-    tc_load_tile<T, D, NT>(dOs0 + stage * BM * D, BM, sq - m0, d, [&](int r) { return obase + q_off(p, b, m0 + r, h); },
-                           obase);
+    // Strided loads (tc_load_tile_strided): the per-chunk index arithmetic was most of the loop's
+    // non-mma instructions in the forward (run 4).
+    const long long qo = q_off(p, b, m0, h);
+    tc_load_tile_strided<T, D, NT, BM>(Qs0 + stage * BM * D, sq - m0, d, qbase + qo, p.q_ss);
+    tc_load_tile_strided<T, D, NT, BM>(dOs0 + stage * BM * D, sq - m0, d, obase + qo, p.q_ss);
     for (int r = tid; r < BM; r += NT) {
       const int i = m0 + r;
       float lse = -INFINITY, ds = 0.f;
@@ -171,14 +178,25 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
                            wv[nt][e]);
           } else {
             P = exp2_approx(st[nt][e] * scale_log2 - lse_s[ic]);
-            if (need_mask) {
-              int lo, hi;
-              key_range(p, i, sq, sk, lo, hi);
-              if (!(j >= lo && j < hi)) P = 0.f;
-            }
           }
           st[nt][e] = P;
         }
+      if constexpr (!EXTRAS) {
+        if (need_mask) {
+          // A real branch (see tc_fwd.cuh): otherwise the row bounds are computed per element on
+          // every block.
+          asm volatile("");
+#pragma unroll
+          for (int nt = 0; nt < NBM; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+              int lo, hi;
+              key_range(p, m0 + nt * 8 + tq * 2 + (e & 1), sq, sk, lo, hi);
+              const int j = jr[e >> 1];
+              if (!(j >= lo && j < hi)) st[nt][e] = 0.f;
+            }
+        }
+      }
       // dV += P~^T dO.
 #pragma unroll
       for (int kk = 0; kk < BM / 16; kk++) {
@@ -286,6 +304,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
   T* Ks0 = dOs + BM * D;
   T* Vs0 = Ks0 + NS * BN * D;
 
+  check_smem_alignment(smem_raw);
   const int mb = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, b = blockIdx.z, hkv = h / p.group;
   const int sq = seqlen_q(p, b), sk = seqlen_k(p, b);
@@ -329,16 +348,24 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
   }
   const float scale_log2 = p.scale * LOG2E;
 
+  const long long kv0 = p.block_table ? 0 : kv_off(p, b, 0, hkv);  // row 0 of this key head (unpaged)
   auto load_kv = [&](int nb, int stage) {
     const int j0 = nb * BN;
-    tc_load_tile<T, D, NT>(Ks0 + stage * BN * D, BN, sk - j0, d, [&](int r) { return kbase + kv_off(p, b, j0 + r, hkv); },
-                           kbase);
-    tc_load_tile<T, D, NT>(Vs0 + stage * BN * D, BN, sk - j0, d, [&](int r) { return vbase + kv_off(p, b, j0 + r, hkv); },
-                           vbase);
+    if (p.block_table) {
+      tc_load_tile<T, D, NT>(Ks0 + stage * BN * D, BN, sk - j0, d, [&](int r) { return kbase + kv_off(p, b, j0 + r, hkv); },
+                             kbase);
+      tc_load_tile<T, D, NT>(Vs0 + stage * BN * D, BN, sk - j0, d, [&](int r) { return vbase + kv_off(p, b, j0 + r, hkv); },
+                             vbase);
+    } else {
+      const long long ko = kv0 + (long long)j0 * p.kv_ss;
+      tc_load_tile_strided<T, D, NT, BN>(Ks0 + stage * BN * D, sk - j0, d, kbase + ko, p.kv_ss);
+      tc_load_tile_strided<T, D, NT, BN>(Vs0 + stage * BN * D, sk - j0, d, vbase + ko, p.kv_ss);
+    }
   };
   if (nb_lo < nb_hi) {
-    tc_load_tile<T, D, NT>(Qs, BM, sq - m0, d, [&](int r) { return qbase + q_off(p, b, m0 + r, h); }, qbase);
-    tc_load_tile<T, D, NT>(dOs, BM, sq - m0, d, [&](int r) { return obase + q_off(p, b, m0 + r, h); }, obase);
+    const long long qo = q_off(p, b, m0, h);
+    tc_load_tile_strided<T, D, NT, BM>(Qs, sq - m0, d, qbase + qo, p.q_ss);
+    tc_load_tile_strided<T, D, NT, BM>(dOs, sq - m0, d, obase + qo, p.q_ss);
     if constexpr (STAGES >= 2) load_kv(nb_lo, 0);
     cp_async_commit();
   }
@@ -396,12 +423,24 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
                          slope, w);
           ds = P * (dp[nt][e] * w - dsm[hf]) * slope;
         } else {
-          float P = exp2_approx(s[nt][e] * scale_log2 - lse2[hf]);
-          if (need_mask && !(j >= rlo[hf] && j < rhi[hf])) P = 0.f;
+          const float P = exp2_approx(s[nt][e] * scale_log2 - lse2[hf]);
           ds = P * (dp[nt][e] - dsm[hf]);
         }
         s[nt][e] = ds;
       }
+    if constexpr (!EXTRAS) {
+      if (need_mask) {
+        asm volatile("");  // a real branch (see tc_fwd.cuh)
+#pragma unroll
+        for (int nt = 0; nt < NBN; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int hf = e >> 1;
+            const int j = j0 + nt * 8 + tq * 2 + (e & 1);
+            if (!(j >= rlo[hf] && j < rhi[hf])) s[nt][e] = 0.f;
+          }
+      }
+    }
     // dQ += dS K.
 #pragma unroll
     for (int kk = 0; kk < BN / 16; kk++) {

@@ -19,6 +19,7 @@ __global__ void __launch_bounds__(NW * 32) tc_fwd_kernel(AttnParams p) {
   constexpr int ND = D / 8;           // n8 tiles of O
   static_assert(MT >= 1 && BR == MT * 16 * NW, "BR must be a multiple of 16 * NW");
   static_assert(NB % 2 == 0 && ND % 2 == 0, "tiles come in pairs");
+  constexpr bool FOLD = !EXTRAS && !(D == 128 && BC == 64);  // see the scores below
   extern __shared__ __align__(128) unsigned char smem_raw[];
   constexpr int NS = STAGES < 2 ? 1 : STAGES;
   T* Qs = reinterpret_cast<T*>(smem_raw);
@@ -58,7 +59,7 @@ __global__ void __launch_bounds__(NW * 32) tc_fwd_kernel(AttnParams p) {
     for (int hf = 0; hf < 2; hf++) {
       m[mt][hf] = -INFINITY;
       l[mt][hf] = 0.f;
-      key_range(p, m0 + wr0 + mt * 16 + g + 8 * hf, sq, sk, rlo[mt][hf], rhi[mt][hf]);
+      if constexpr (EXTRAS) key_range(p, m0 + wr0 + mt * 16 + g + 8 * hf, sq, sk, rlo[mt][hf], rhi[mt][hf]);
     }
 #pragma unroll
     for (int dt = 0; dt < ND; dt++)
@@ -67,19 +68,26 @@ __global__ void __launch_bounds__(NW * 32) tc_fwd_kernel(AttnParams p) {
   }
   const float scale_log2 = p.scale * LOG2E;
 
+  const long long kv0 = p.block_table ? 0 : kv_off(p, b, 0, hkv);  // row 0 of this key head (unpaged)
   auto load_k = [&](int nb, int stage) {
     const int j0 = nb * BC;
-    tc_load_tile<T, D, NT>(Ks + stage * BC * D, BC, sk - j0, d, [&](int r) { return kbase + kv_off(p, b, j0 + r, hkv); },
-                           kbase);
+    if (p.block_table)
+      tc_load_tile<T, D, NT>(Ks + stage * BC * D, BC, sk - j0, d, [&](int r) { return kbase + kv_off(p, b, j0 + r, hkv); },
+                             kbase);
+    else
+      tc_load_tile_strided<T, D, NT, BC>(Ks + stage * BC * D, sk - j0, d, kbase + kv0 + j0 * p.kv_ss, p.kv_ss);
   };
   auto load_v = [&](int nb, int stage) {
     const int j0 = nb * BC;
-    tc_load_tile<T, D, NT>(Vs + stage * BC * D, BC, sk - j0, d, [&](int r) { return vbase + kv_off(p, b, j0 + r, hkv); },
-                           vbase);
+    if (p.block_table)
+      tc_load_tile<T, D, NT>(Vs + stage * BC * D, BC, sk - j0, d, [&](int r) { return vbase + kv_off(p, b, j0 + r, hkv); },
+                             vbase);
+    else
+      tc_load_tile_strided<T, D, NT, BC>(Vs + stage * BC * D, sk - j0, d, vbase + kv0 + j0 * p.kv_ss, p.kv_ss);
   };
 
   if (nb_lo < nb_hi) {
-    tc_load_tile<T, D, NT>(Qs, BR, sq - m0, d, [&](int r) { return qbase + q_off(p, b, m0 + r, h); }, qbase);
+    tc_load_tile_strided<T, D, NT, BR>(Qs, sq - m0, d, qbase + q_off(p, b, m0, h), p.q_ss);
     if constexpr (STAGES < 2) {
       load_k(nb_lo, 0);
       cp_async_commit();
@@ -95,11 +103,13 @@ __global__ void __launch_bounds__(NW * 32) tc_fwd_kernel(AttnParams p) {
     }
   }
 
+  const uint32_t qaddr = FragAddr<D>::a(smem_u32(Qs + wr0 * D), lane);
+  check_smem_alignment(smem_raw);
   for (int nb = nb_lo; nb < nb_hi; nb++) {
     const int j0 = nb * BC;
     const int stage = STAGES < 2 ? 0 : (nb - nb_lo) % NS;
-    const T* Kt = Ks + stage * BC * D;
-    const T* Vt = Vs + stage * BC * D;
+    const uint32_t kaddr = FragAddr<D>::b(smem_u32(Ks + stage * BC * D), lane);
+    const uint32_t vaddr = FragAddr<D>::bt(smem_u32(Vs + stage * BC * D), lane);
     if constexpr (STAGES < 2) {
       cp_async_wait<0>();
       __syncthreads();  // K[nb] (and Q) in place; every warp is done with V[nb-1]
@@ -128,11 +138,11 @@ __global__ void __launch_bounds__(NW * 32) tc_fwd_kernel(AttnParams p) {
     for (int ks = 0; ks < D / 16; ks++) {
       uint32_t a[MT][4];
 #pragma unroll
-      for (int mt = 0; mt < MT; mt++) ld_a<D>(a[mt], Qs, wr0 + mt * 16, ks, lane);
+      for (int mt = 0; mt < MT; mt++) ldsm_x4(a[mt], (qaddr ^ (ks << 5)) + mt * 16 * D * 2);
 #pragma unroll
       for (int nt = 0; nt < NB; nt += 2) {
         uint32_t bb[4];
-        ld_b<D>(bb, Kt, nt * 8, ks, lane);
+        ldsm_x4(bb, (kaddr ^ (ks << 5)) + nt * 8 * D * 2);
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
           mma16816<T>(s[mt][nt], a[mt], bb);
@@ -141,32 +151,58 @@ __global__ void __launch_bounds__(NW * 32) tc_fwd_kernel(AttnParams p) {
       }
     }
 
-    // Scores in log2 units, masked where needed.
+    // Scores (in log2 units with EXTRAS), masked where needed.
     const bool need_mask = EXTRAS || !(j0 >= lo_last && j0 + BC <= hi_first);
+    if constexpr (EXTRAS) {
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++)
+      for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-      for (int nt = 0; nt < NB; nt++)
+        for (int nt = 0; nt < NB; nt++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int hf = e >> 1;
-          float x;
-          if constexpr (EXTRAS) {
+          for (int e = 0; e < 4; e++) {
+            const int hf = e >> 1;
             const int i = m0 + wr0 + mt * 16 + g + 8 * hf;
             const int j = j0 + nt * 8 + tq * 2 + (e & 1);
-            x = -INFINITY;
+            float x = -INFINITY;
             if (j >= rlo[mt][hf] && j < rhi[mt][hf]) x = modify_score(p, s[mt][nt][e] * p.scale, b, h, i, j, off) * LOG2E;
-          } else {
-            x = s[mt][nt][e] * scale_log2;
-            if (need_mask) {
-              const int j = j0 + nt * 8 + tq * 2 + (e & 1);
-              if (!(j >= rlo[mt][hf] && j < rhi[mt][hf])) x = -INFINITY;
-            }
+            s[mt][nt][e] = x;
           }
-          s[mt][nt][e] = x;
-        }
+    } else {
+      // FOLD: raw scores, the scale (> 0 here: the dispatcher sends other scales to the EXTRAS
+      // kernel) applied to the row max and inside the exponent's FFMA, one instruction per score
+      // fewer. Not in the 128 x 64 tile at d = 128, where it made ptxas spill 48 B (run 8's build).
+      if constexpr (!FOLD) {
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+          for (int nt = 0; nt < NB; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[mt][nt][e] *= scale_log2;
+      }
+      if (need_mask) {
+        // A real branch: left to itself the compiler turns the mask into selects executed on every
+        // block, with the row bounds recomputed each time (~180 instructions per block, run 4).
+        asm volatile("");
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+          for (int hf = 0; hf < 2; hf++) {
+            int lo, hi;
+            key_range(p, m0 + wr0 + mt * 16 + g + 8 * hf, sq, sk, lo, hi);
+            const int a = lo - j0 - tq * 2;  // column c of the lane is allowed iff a <= c < a + (hi - lo)
+            const unsigned w = (unsigned)(hi - lo);
+#pragma unroll
+            for (int nt = 0; nt < NB; nt++)
+#pragma unroll
+              for (int e1 = 0; e1 < 2; e1++)
+                if ((unsigned)(nt * 8 + e1 - a) >= w) s[mt][nt][2 * hf + e1] = -INFINITY;
+          }
+      }
+    }
 
     // Online softmax: row max over the quad, rescale, exponentiate.
+    const float sc = FOLD ? scale_log2 : 1.f;  // otherwise the scores are already in log2 units
+    float al[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -176,26 +212,43 @@ __global__ void __launch_bounds__(NW * 32) tc_fwd_kernel(AttnParams p) {
         for (int nt = 0; nt < NB; nt++) mx = max_nan(mx, max_nan(s[mt][nt][2 * hf], s[mt][nt][2 * hf + 1]));
         mx = max_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = max_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        if constexpr (FOLD) mx *= scale_log2;
+        // The reference maximum moves only when the block's exceeds it by more than 2^8: P may then
+        // reach 256 (exact in 16 bits, and l and O are float32), and the O rescale below is rare.
         const float mn = max_nan(m[mt][hf], mx);
-        const float mu = mn == -INFINITY ? 0.f : mn;
-        const float alpha = exp2_approx(m[mt][hf] - mu);
-        m[mt][hf] = mn;
+        float alpha = 1.f;
+        if (mn > m[mt][hf] + 8.f) {
+          alpha = exp2_approx(m[mt][hf] - mn);
+          m[mt][hf] = mn;
+        }
+        const float mu = m[mt][hf] == -INFINITY ? 0.f : m[mt][hf];
         float rs = 0.f;
 #pragma unroll
         for (int nt = 0; nt < NB; nt++) {
-          const float p0 = exp2_approx(s[mt][nt][2 * hf] - mu);
-          const float p1 = exp2_approx(s[mt][nt][2 * hf + 1] - mu);
+          const float p0 = exp2_approx(fmaf(s[mt][nt][2 * hf], sc, -mu));
+          const float p1 = exp2_approx(fmaf(s[mt][nt][2 * hf + 1], sc, -mu));
           s[mt][nt][2 * hf] = p0;
           s[mt][nt][2 * hf + 1] = p1;
           rs += p0 + p1;
         }
         l[mt][hf] = l[mt][hf] * alpha + rs;
+        al[mt][hf] = alpha;
+      }
+    // Once the running maxima settle (most blocks past the first few), the O rescale is skipped.
+    bool rescale = false;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) rescale |= al[mt][0] != 1.f || al[mt][1] != 1.f;
+    if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
 #pragma unroll
         for (int dt = 0; dt < ND; dt++) {
-          o[mt][dt][2 * hf] *= alpha;
-          o[mt][dt][2 * hf + 1] *= alpha;
+          o[mt][dt][0] *= al[mt][0];
+          o[mt][dt][1] *= al[mt][0];
+          o[mt][dt][2] *= al[mt][1];
+          o[mt][dt][3] *= al[mt][1];
         }
-      }
+    }
 
     if constexpr (EXTRAS) {
       if (p.has_dropout) {
@@ -235,7 +288,7 @@ __global__ void __launch_bounds__(NW * 32) tc_fwd_kernel(AttnParams p) {
 #pragma unroll
       for (int dt = 0; dt < ND; dt += 2) {
         uint32_t bb[4];
-        ld_bt<D>(bb, Vt, kk, dt, lane);
+        ldsm_x4_t(bb, (vaddr ^ (dt << 4)) + kk * 16 * D * 2);
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
           mma16816<T>(o[mt][dt], a[mt], bb);
@@ -296,22 +349,31 @@ cudaError_t tc_fwd_launch(const AttnParams& p, cudaStream_t st) {
 
 // Tile configurations (chosen by the compiler's register report: no spills; see PERF.md) and
 // pipeline depth. variant != 0 selects alternatives built with -DFA_TUNE for the benchmarks:
-// 1 = FA2's single-buffer schedule, 2 = two stages.
+// d = 64: 2 = two stages, 3 = three stages (the default before run 7); d = 128 (128 x 32 tiles):
+// 1 = single buffer, 2 = two stages, 3 = three stages (the default before run 6).
 template <typename T, bool EXTRAS> cudaError_t tc_forward_t(const AttnParams& p, int variant, cudaStream_t st) {
   (void)variant;
   if (p.d <= 64) {
 #ifdef FA_TUNE
-    if constexpr (!EXTRAS) if (variant == 1) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 1>(p, st);
     if constexpr (!EXTRAS) if (variant == 2) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 2>(p, st);
+    if constexpr (!EXTRAS) if (variant == 3) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 3>(p, st);
 #endif
-    return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 3>(p, st);
+    // FA2's single buffer measured 5-7 % ahead of three stages once the loaders were cheap (run 6);
+    // the extras keep three stages.
+    if constexpr (EXTRAS) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 3>(p, st);
+    else return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 1>(p, st);
   }
   if (p.d <= 128) {
 #ifdef FA_TUNE
     if constexpr (!EXTRAS) if (variant == 1) return tc_fwd_launch<T, 128, 128, 32, 4, EXTRAS, 1>(p, st);
     if constexpr (!EXTRAS) if (variant == 2) return tc_fwd_launch<T, 128, 128, 32, 4, EXTRAS, 2>(p, st);
+    if constexpr (!EXTRAS) if (variant == 3) return tc_fwd_launch<T, 128, 128, 32, 4, EXTRAS, 3>(p, st);
 #endif
-    return tc_fwd_launch<T, 128, 128, 32, 4, EXTRAS, 3>(p, st);
+    // 128 x 64 tiles, two stages (96 KB, two CTAs per SM): half the softmax and rescale work per key
+    // of 128 x 32; it fits the registers once the mask's row bounds are no longer held (run 5).
+    // With the per-element extras it would spill: those keep 128 x 32 and three stages.
+    if constexpr (EXTRAS) return tc_fwd_launch<T, 128, 128, 32, 4, EXTRAS, 3>(p, st);
+    else return tc_fwd_launch<T, 128, 128, 64, 4, EXTRAS, 2>(p, st);
   }
   return tc_fwd_launch<T, 256, 64, 32, 4, EXTRAS, 2>(p, st);
 }

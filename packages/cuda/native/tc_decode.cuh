@@ -1,0 +1,339 @@
+// Split-KV decode on tensor cores (float16/bfloat16, head dims up to 128, no per-element extras): a
+// few query rows against a long K/V cache. The sq * G query rows of one key head are packed into one
+// m16 tile, so every K/V byte is read once per key head, and both products run on mma.sync: the
+// CUDA-core decode spends its issue slots on conversions, FMA chains and loaders (1.3 TB/s at best),
+// this kernel alone reads K/V at the copy rate (4.16 TB/s at 128k keys, PERF.md run 5).
+//
+// A CTA takes one key head and one split of the key range; its warps take interleaved key tiles, each
+// through its own cp.async ring (no CTA barrier in the loop), and merge their softmax states at the
+// end. Splits are sized so that every CTA is resident at once (one wave, no tail).
+#pragma once
+#include <algorithm>
+
+#include "combine.cuh"
+#include "launch.h"
+#include "tc_common.cuh"
+
+namespace fa {
+
+constexpr int DEC_ROWS = TC_DECODE_ROWS;
+
+template <typename T, int D, int KB, int NW, int STAGES>
+__global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
+  constexpr int NB = KB / 8;  // n8 tiles of S per key tile
+  constexpr int ND = D / 8;   // n8 tiles of O
+  constexpr int OS = D + 4;   // float row stride of the epilogue's staging
+  static_assert(KB % 16 == 0 && ND % 2 == 0, "tiles come in pairs");
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* Qs = reinterpret_cast<T*>(smem_raw);  // [16][D]
+  T* ring = Qs + DEC_ROWS * D;             // per warp: [STAGES][K, V][KB][D]
+
+  check_smem_alignment(smem_raw);
+  const int split = blockIdx.x, S = gridDim.x;
+  const int hkv = blockIdx.y, b = blockIdx.z;
+  const int sq = seqlen_q(p, b), sk = seqlen_k(p, b);
+  const int G = p.group, d = p.d;
+  const int R = sq * G;
+  if (R == 0) return;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tq = lane & 3;
+
+  // Key span of the rows (lo and hi are monotone in the query index) and its part for this split.
+  int lo_c, hi_first, lo_last, hi_c;
+  key_range(p, 0, sq, sk, lo_c, hi_first);
+  key_range(p, sq - 1, sq, sk, lo_last, hi_c);
+  if (hi_c < lo_c) hi_c = lo_c;
+  const int ntiles = (hi_c - lo_c + KB - 1) / KB;
+  const int per = (ntiles + S - 1) / S;
+  const int t0 = min(ntiles, split * per), t1 = min(ntiles, t0 + per);
+  const int n_my = t0 + warp < t1 ? (t1 - t0 - warp + NW - 1) / NW : 0;  // tiles t0 + warp + NW * it
+
+  const T* qbase = static_cast<const T*>(p.q);
+  const T* kbase = static_cast<const T*>(p.k);
+  const T* vbase = static_cast<const T*>(p.v);
+  tc_load_tile<T, D, NW * 32>(
+      Qs, DEC_ROWS, R, d, [&](int r) { return qbase + q_off(p, b, r / G, hkv * G + r % G); }, qbase);
+  cp_async_commit();
+
+  T* myring = ring + warp * STAGES * 2 * KB * D;
+  // One tile of K and V: lane reads 16-byte chunk (lane % CPR) of rows lane / CPR + RPI * e. Unpaged,
+  // each address is one add from a per-CTA base (the general row lookup per chunk cost more
+  // instructions than everything else in the loop, run 4).
+  constexpr int CPR = D / 8, RPI = 32 / CPR;
+  const int cpr = d >> 3, lc = lane % CPR, lr = lane / CPR;
+  const bool paged = p.block_table != nullptr;
+  const long long kv0 = paged ? 0 : kv_off(p, b, 0, hkv) + lc * 8;
+  auto load_tile = [&](int it) {
+    T* Kt = myring + (it % STAGES) * 2 * KB * D;
+    T* Vt = Kt + KB * D;
+    const int j0 = lo_c + (t0 + warp + NW * it) * KB;
+    const int valid = min(KB, hi_c - j0);
+    const long long base = kv0 + (long long)(j0 + lr) * p.kv_ss;
+#pragma unroll
+    for (int e = 0; e < KB / RPI; e++) {
+      const int r = lr + RPI * e;
+      const bool ok = r < valid && lc < cpr;
+      long long o = base + (long long)(RPI * e) * p.kv_ss;
+      if (paged) o = ok ? kv_off(p, b, j0 + r, hkv) + lc * 8 : 0;
+      cp_async16(Kt + swz<D>(r, lc * 8), ok ? kbase + o : kbase, ok ? 16 : 0);
+      cp_async16(Vt + swz<D>(r, lc * 8), ok ? vbase + o : vbase, ok ? 16 : 0);
+    }
+  };
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; st++) {
+    if (st < n_my) load_tile(st);
+    cp_async_commit();
+  }
+
+  // Per lane: rows g and g + 8 of the tile.
+  int rlo[2], rhi[2];
+#pragma unroll
+  for (int hf = 0; hf < 2; hf++) {
+    const int r = min(g + 8 * hf, R - 1);
+    key_range(p, r / G, sq, sk, rlo[hf], rhi[hf]);
+  }
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  float o[ND][4];
+#pragma unroll
+  for (int dt = 0; dt < ND; dt++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) o[dt][e] = 0.f;
+  const float scale_log2 = p.scale * LOG2E;
+  const int kd = (d + 15) >> 4;
+
+  cp_async_wait<STAGES - 1>();
+  __syncthreads();  // Q in place
+  uint32_t qa[D / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ks++) ld_a<D>(qa[ks], Qs, 0, ks, lane);
+
+  for (int it = 0; it < n_my; it++) {
+    cp_async_wait<STAGES - 2>();
+    __syncwarp();  // tile it in place for every lane; every lane is done with the stage refilled next
+    if (it + STAGES - 1 < n_my) load_tile(it + STAGES - 1);
+    cp_async_commit();
+    const T* Kt = myring + (it % STAGES) * 2 * KB * D;
+    const T* Vt = Kt + KB * D;
+    const int j0 = lo_c + (t0 + warp + NW * it) * KB;
+
+    // Two accumulator sets (even and odd k steps): dependent mma chains of 4, not 8.
+    float s[NB][4], s2[NB][4];
+#pragma unroll
+    for (int nt = 0; nt < NB; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) s[nt][e] = s2[nt][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) {
+      if (ks < kd) {
+#pragma unroll
+        for (int nt = 0; nt < NB; nt += 2) {
+          uint32_t bb[4];
+          ld_b<D>(bb, Kt, nt * 8, ks, lane);
+          if (ks & 1) {
+            mma16816<T>(s2[nt], qa[ks], bb);
+            mma16816<T>(s2[nt + 1], qa[ks], bb + 2);
+          } else {
+            mma16816<T>(s[nt], qa[ks], bb);
+            mma16816<T>(s[nt + 1], qa[ks], bb + 2);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < NB; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) s[nt][e] += s2[nt][e];
+
+    const bool need_mask = !(j0 >= lo_last && j0 + KB <= hi_first);
+#pragma unroll
+    for (int nt = 0; nt < NB; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        float x = s[nt][e] * scale_log2;
+        if (need_mask) {
+          const int j = j0 + nt * 8 + tq * 2 + (e & 1);
+          if (!(j >= rlo[e >> 1] && j < rhi[e >> 1])) x = -INFINITY;
+        }
+        s[nt][e] = x;
+      }
+
+    float alpha[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < NB; nt++) mx = max_nan(mx, max_nan(s[nt][2 * hf], s[nt][2 * hf + 1]));
+      mx = max_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = max_nan(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      // The reference maximum moves only when exceeded by more than 2^8 (P <= 256, see tc_fwd.cuh).
+      const float mn = max_nan(m[hf], mx);
+      alpha[hf] = 1.f;
+      if (mn > m[hf] + 8.f) {
+        alpha[hf] = exp2_approx(m[hf] - mn);
+        m[hf] = mn;
+      }
+      const float mu = m[hf] == -INFINITY ? 0.f : m[hf];
+      float rs = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < NB; nt++) {
+        const float p0 = exp2_approx(s[nt][2 * hf] - mu);
+        const float p1 = exp2_approx(s[nt][2 * hf + 1] - mu);
+        s[nt][2 * hf] = p0;
+        s[nt][2 * hf + 1] = p1;
+        rs += p0 + p1;
+      }
+      l[hf] = l[hf] * alpha[hf] + rs;
+    }
+    // Rare once the reference maxima are set: skipped unless a row of the warp moved.
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+      for (int dt = 0; dt < ND; dt++) {
+        o[dt][0] *= alpha[0];
+        o[dt][1] *= alpha[0];
+        o[dt][2] *= alpha[1];
+        o[dt][3] *= alpha[1];
+      }
+    }
+
+#pragma unroll
+    for (int kk = 0; kk < KB / 16; kk++) {
+      uint32_t a[4];
+      a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+      a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+      a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+      for (int dt = 0; dt < ND; dt += 2) {
+        if (dt * 8 < d) {
+          uint32_t bb[4];
+          ld_bt<D>(bb, Vt, kk, dt, lane);
+          mma16816<T>(o[dt], a, bb);
+          mma16816<T>(o[dt + 1], a, bb + 2);
+        }
+      }
+    }
+  }
+
+  // Merge the warps' states: each stages its rows' (m, l) and unnormalised O in the ring's space.
+  cp_async_wait<0>();
+  __syncthreads();
+  float* Os = reinterpret_cast<float*>(ring);  // [NW][16][OS]
+  float* Ms = Os + NW * DEC_ROWS * OS;         // [NW][16]
+  float* Ls = Ms + NW * DEC_ROWS;              // [NW][16]
+#pragma unroll
+  for (int hf = 0; hf < 2; hf++) {
+    float lt = l[hf];
+    lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+    lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+    const int r = g + 8 * hf;
+    if (tq == 0) {
+      Ms[warp * DEC_ROWS + r] = m[hf];
+      Ls[warp * DEC_ROWS + r] = lt;
+    }
+#pragma unroll
+    for (int dt = 0; dt < ND; dt++)
+      *reinterpret_cast<float2*>(Os + (warp * DEC_ROWS + r) * OS + dt * 8 + tq * 2) =
+          make_float2(o[dt][2 * hf], o[dt][2 * hf + 1]);
+  }
+  __syncthreads();
+
+  const long long rows = p.cu_q ? (long long)p.hq * p.total_q : (long long)p.batch * p.hq * p.seq_q;
+  for (int r = warp; r < R; r += NW) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < NW; w++) mx = max_nan(mx, Ms[w * DEC_ROWS + r]);
+    const float mu = mx == -INFINITY ? 0.f : mx;
+    float wt[NW], lt = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; w++) {
+      wt[w] = exp2_approx(Ms[w * DEC_ROWS + r] - mu);
+      lt += wt[w] * Ls[w * DEC_ROWS + r];
+    }
+    const float inv = lt == 0.f ? 0.f : 1.f / lt;
+    const float lse = lt == 0.f ? -INFINITY : mx * LN2 + logf(lt);
+    const int i = r / G, h = hkv * G + r % G;
+    const long long li = lse_idx(p, b, h, i);
+    T* out = static_cast<T*>(p.out) + q_off(p, b, i, h);
+    float* part = p.o_part + ((long long)split * rows + li) * d;
+    for (int c = lane; c < d; c += 32) {
+      float x = 0.f;
+#pragma unroll
+      for (int w = 0; w < NW; w++) x = fmaf(wt[w], Os[(w * DEC_ROWS + r) * OS + c], x);
+      x *= inv;
+      if (S == 1) out[c] = from_f<T>(x);
+      else part[c] = x;
+    }
+    if (lane == 0) {
+      if (S == 1) {
+        if (p.lse) p.lse[li] = lse;
+      } else {
+        p.lse_part[(long long)split * rows + li] = lse;
+      }
+    }
+  }
+}
+
+template <typename T, int D, int KB, int NW, int STAGES>
+cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t st, Plan* plan) {
+  constexpr size_t ring = (size_t)NW * STAGES * 2 * KB * D * sizeof(T);
+  constexpr size_t merge = (size_t)NW * DEC_ROWS * (D + 4 + 2) * sizeof(float);
+  static_assert(merge <= ring, "the merge staging reuses the ring");
+  constexpr size_t smem = (size_t)DEC_ROWS * D * sizeof(T) + ring;
+  auto kern = tc_decode_kernel<T, D, KB, NW, STAGES>;
+  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  static int resident = 0;  // CTAs per SM, asked once per instantiation
+  if (resident == 0) {
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kern, NW * 32, smem);
+    if (e != cudaSuccess) return e;
+    resident = std::max(resident, 1);
+  }
+  const long long heads = (long long)p.batch * p.hk;
+  if (heads == 0) return cudaSuccess;
+  // One wave: as many splits as fit beside the other key heads, each with two tiles per warp or more.
+  const long long tiles = ((long long)p.seq_k + KB - 1) / KB;
+  long long splits = (long long)resident * dev.sm_count / heads;
+  splits = std::min<long long>(splits, tiles / (2 * NW));
+  splits = std::max<long long>(1, std::min<long long>(splits, 256));
+  Scratch scratch(st);
+  if (splits > 1) {
+    const long long rows = p.cu_q ? (long long)p.hq * p.total_q : (long long)p.batch * p.hq * p.seq_q;
+    const size_t obytes = (size_t)splits * rows * p.d * sizeof(float);
+    const size_t lbytes = (size_t)splits * rows * sizeof(float);
+    p.o_part = static_cast<float*>(scratch.alloc(obytes));
+    p.lse_part = static_cast<float*>(scratch.alloc(lbytes));
+    if (!p.o_part || !p.lse_part) return scratch.err;
+    plan->scratch_bytes = obytes + lbytes;
+  }
+  p.num_splits = (int)splits;
+  plan->kernel = "tc-decode";
+  plan->splits = (int)splits;
+  kern<<<dim3((unsigned)splits, (unsigned)p.hk, (unsigned)p.batch), NW * 32, smem, st>>>(p);
+  e = cudaGetLastError();
+  if (e != cudaSuccess || splits == 1) return e;
+  return combine_launch<T>(p, (int)splits, st);
+}
+
+// Ring depth and tile: 16 keys per stage, 3 stages, 4 warps (100 KB: two CTAs, 8 warps per SM). The
+// warps are latency-bound (one instruction per ~5 cycles each, run 4), so warps per SM count more
+// than bytes in flight: 4 stages and one CTA per SM ran at half the rate. FA_TUNE variants for the
+// benchmark: 1 = 2 stages (three CTAs, 12 warps per SM), 2 = 4 stages (one CTA per SM).
+template <typename T> cudaError_t tc_decode_t(const AttnParams& p, const DeviceProps& dev, int variant,
+                                              cudaStream_t st, Plan* plan) {
+  (void)variant;
+#ifdef FA_TUNE
+  if (variant == 1) return tc_decode_launch<T, 128, 16, 4, 2>(p, dev, st, plan);
+  if (variant == 2) return tc_decode_launch<T, 128, 16, 4, 4>(p, dev, st, plan);
+#endif
+  return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan);
+}
+
+}  // namespace fa
+
+#define FA_INSTANTIATE_TC_DECODE(T, NAME)                                                                   \
+  namespace fa {                                                                                          \
+  cudaError_t tc_decode_##NAME(const AttnParams& p, const DeviceProps& dev, int variant, cudaStream_t st, \
+                               Plan* plan) {                                                              \
+    return tc_decode_t<T>(p, dev, variant, st, plan);                                                     \
+  }                                                                                                       \
+  }
