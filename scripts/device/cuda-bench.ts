@@ -334,6 +334,7 @@ async function main(): Promise<void> {
         tries.push(
           { variant: 1, generic: false },
           { variant: 2, generic: false },
+          { variant: 3, generic: false },
           { variant: 0, generic: true },
         );
       for (const t of tries) {

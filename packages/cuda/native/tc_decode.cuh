@@ -28,6 +28,11 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
   T* Qs = reinterpret_cast<T*>(smem_raw);  // [16][D]
   T* ring = Qs + DEC_ROWS * D;             // per warp: [STAGES][K, V][KB][D]
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The combine (launched as a programmatic dependent) may start now: it waits for this whole grid
+  // with griddepcontrol.wait before reading anything, and its few small CTAs fit beside these.
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
   check_smem_alignment(smem_raw);
   const int split = blockIdx.x, S = gridDim.x;
   const int hkv = blockIdx.y, b = blockIdx.z;
@@ -274,7 +279,7 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
 }
 
 template <typename T, int D, int KB, int NW, int STAGES>
-cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t st, Plan* plan) {
+cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t st, Plan* plan, bool pdl = true) {
   constexpr size_t ring = (size_t)NW * STAGES * 2 * KB * D * sizeof(T);
   constexpr size_t merge = (size_t)NW * DEC_ROWS * (D + 4 + 2) * sizeof(float);
   static_assert(merge <= ring, "the merge staging reuses the ring");
@@ -311,19 +316,21 @@ cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t 
   kern<<<dim3((unsigned)splits, (unsigned)p.hk, (unsigned)p.batch), NW * 32, smem, st>>>(p);
   e = cudaGetLastError();
   if (e != cudaSuccess || splits == 1) return e;
-  return combine_launch<T>(p, (int)splits, st);
+  return combine_launch<T>(p, (int)splits, st, pdl && dev.major >= 9);
 }
 
 // Ring depth and tile: 16 keys per stage, 3 stages, 4 warps (100 KB: two CTAs, 8 warps per SM). The
 // warps are latency-bound (one instruction per ~5 cycles each, run 4), so warps per SM count more
 // than bytes in flight: 4 stages and one CTA per SM ran at half the rate. FA_TUNE variants for the
-// benchmark: 1 = 2 stages (three CTAs, 12 warps per SM), 2 = 4 stages (one CTA per SM).
+// benchmark: 1 = 2 stages (three CTAs, 12 warps per SM), 2 = 4 stages (one CTA per SM), 3 = the
+// default with the combine launched plainly (no programmatic dependent launch, as up to run 8).
 template <typename T> cudaError_t tc_decode_t(const AttnParams& p, const DeviceProps& dev, int variant,
                                               cudaStream_t st, Plan* plan) {
   (void)variant;
 #ifdef FA_TUNE
   if (variant == 1) return tc_decode_launch<T, 128, 16, 4, 2>(p, dev, st, plan);
   if (variant == 2) return tc_decode_launch<T, 128, 16, 4, 4>(p, dev, st, plan);
+  if (variant == 3) return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan, false);
 #endif
   return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan);
 }
