@@ -279,10 +279,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (full) {
       ${R4.map((r) => `sc${r} = sc${r} * U.scale;`).join(' ')}
     } else if (plain) {
+      // allowed(i, j) is i < sq and key_lo(i) <= j < key_hi(i): one bounds pair per row and vector
+      // compares per column. (Sixteen inlined allowed() calls took SwiftShader minutes to compile.)
+      let jv = vec4<i32>(${R4.map((k) => `j0 + i32(tx + T * ${k}u)`).join(', ')});
       ${R4.map(
         (r) => `{
         let i = i0 + i32(ty + T * ${r}u);
-        sc${r} = vec4<f32>(${R4.map((k) => `select(neg_inf(), sc${r}.${C[k]} * U.scale, allowed(s, i, j0 + i32(tx + T * ${k}u)))`).join(',\n          ')});
+        let lo = select(0, key_lo(s, i), i < s.sq);
+        let hi = select(0, key_hi(s, i), i < s.sq);
+        sc${r} = select(vec4<f32>(neg_inf()), sc${r} * U.scale, (jv >= vec4<i32>(lo)) & (jv < vec4<i32>(hi)));
       }`,
       ).join('\n      ')}
     } else {
