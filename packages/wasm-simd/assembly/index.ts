@@ -624,50 +624,24 @@ function gemmT(C: usize, A: usize, B: usize, P: i32, K: i32, N: i32, aPanel: usi
       let bp = bs;
       // The A pointer is the loop variable: no separate counter to keep in a register.
       const aEnd = a0 + (<usize>K << 4);
-      if (aPanel == 1024) {
-        // Panels of 64 vectors (d <= 64, 64-key blocks: the default tiles): the second panel is an
-        // immediate offset from the first, one pointer fewer to advance. The 8 chains of fused
-        // multiply-adds have no slack at 4 cycles of latency and 2 per cycle, and on Intel cores
-        // the integer additions can take the same two ports. Measured: within noise on AMD and on
-        // the Xeon (PERF.md, change 10).
-        while (ap0 < aEnd) {
-          const b0 = v128.load32_splat(bp);
-          const b1 = v128.load32_splat(bp, 4);
-          const b2 = v128.load32_splat(bp, 8);
-          const b3 = v128.load32_splat(bp, 12);
-          const u = v128.load(ap0);
-          x00 = madd(u, b0, x00);
-          x01 = madd(u, b1, x01);
-          x02 = madd(u, b2, x02);
-          x03 = madd(u, b3, x03);
-          const w = v128.load(ap0, 1024);
-          x10 = madd(w, b0, x10);
-          x11 = madd(w, b1, x11);
-          x12 = madd(w, b2, x12);
-          x13 = madd(w, b3, x13);
-          ap0 += 16;
-          bp += 16;
-        }
-      } else {
-        while (ap0 < aEnd) {
-          const b0 = v128.load32_splat(bp);
-          const b1 = v128.load32_splat(bp, 4);
-          const b2 = v128.load32_splat(bp, 8);
-          const b3 = v128.load32_splat(bp, 12);
-          const u = v128.load(ap0);
-          x00 = madd(u, b0, x00);
-          x01 = madd(u, b1, x01);
-          x02 = madd(u, b2, x02);
-          x03 = madd(u, b3, x03);
-          const w = v128.load(ap1);
-          x10 = madd(w, b0, x10);
-          x11 = madd(w, b1, x11);
-          x12 = madd(w, b2, x12);
-          x13 = madd(w, b3, x13);
-          ap0 += 16;
-          ap1 += 16;
-          bp += 16;
-        }
+      while (ap0 < aEnd) {
+        const b0 = v128.load32_splat(bp);
+        const b1 = v128.load32_splat(bp, 4);
+        const b2 = v128.load32_splat(bp, 8);
+        const b3 = v128.load32_splat(bp, 12);
+        const u = v128.load(ap0);
+        x00 = madd(u, b0, x00);
+        x01 = madd(u, b1, x01);
+        x02 = madd(u, b2, x02);
+        x03 = madd(u, b3, x03);
+        const w = v128.load(ap1);
+        x10 = madd(w, b0, x10);
+        x11 = madd(w, b1, x11);
+        x12 = madd(w, b2, x12);
+        x13 = madd(w, b3, x13);
+        ap0 += 16;
+        ap1 += 16;
+        bp += 16;
       }
       v128.store(c0 + no, x00);
       v128.store(c0 + no, x01, 16);

@@ -10,6 +10,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { tensorFromArray } from '@flashattn/core';
 import { createWasmSimdBackend as newBackend } from '../dist/index.js';
+import { uniformSource } from './inputs.mjs';
 
 const [oldPath, build = 'relaxed', roundsArg = '9', mode = 'fwd'] = process.argv.slice(2);
 if (!oldPath) throw new Error('usage: bench/ab.mjs OLD_INDEX_JS [simd|relaxed] [rounds] [bwd]');
@@ -21,17 +22,9 @@ const s = 2048;
 const hq = 8;
 const d = 64;
 const n = s * hq * d;
-let seed = 1;
-const rnd = () => {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-    a[i] = (seed / 2 ** 32) * 2 - 1;
-  }
-  return a;
-};
+const rnd = uniformSource(1);
 const shape = [1, s, hq, d];
-const [q, k, v, dout] = [0, 1, 2, 3].map(() => tensorFromArray(rnd(), shape));
+const [q, k, v, dout] = [0, 1, 2, 3].map(() => tensorFromArray(rnd(n), shape));
 const A = await oldBackend({ threads: 1, relaxed });
 const B = await newBackend({ threads: 1, relaxed });
 const o = { returnLse: true };

@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { tensorFromArray } from '@flashattn/core';
 import { createWasmSimdBackend } from '../dist/index.js';
+import { uniformSource } from './inputs.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -32,15 +33,7 @@ const d = Number(values.d);
 const hq = Number(values.hq);
 const rounds = Number(values.rounds);
 const cpuRounds = values['cpu-rounds'] === undefined ? rounds : Number(values['cpu-rounds']);
-let seed = 1;
-const rnd = (n) => {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-    a[i] = (seed / 2 ** 32) * 2 - 1;
-  }
-  return a;
-};
+const rnd = uniformSource(1);
 const shape = [1, s, hq, d];
 const n = s * hq * d;
 const q = tensorFromArray(rnd(n), shape);

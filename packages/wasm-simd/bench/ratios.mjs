@@ -8,6 +8,7 @@
 import { parseArgs } from 'node:util';
 import { tensorFromArray } from '@flashattn/core';
 import { createWasmSimdBackend, hasRelaxedSimd } from '../dist/index.js';
+import { uniformSource } from './inputs.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -18,15 +19,7 @@ const { values } = parseArgs({
   },
 });
 const [rounds, s, d, hq] = [values.rounds, values.seq, values.d, values.hq].map(Number);
-let seed = 7;
-const rnd = (n) => {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-    a[i] = (seed / 2 ** 32) * 2 - 1;
-  }
-  return a;
-};
+const rnd = uniformSource(7);
 const shape = [1, s, hq, d];
 const [q, k, v] = [0, 1, 2].map(() => tensorFromArray(rnd(s * hq * d), shape));
 const flops = 4 * d * s * s * hq;
