@@ -173,6 +173,15 @@ template <> FA_DEV uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
+// Two m16n8 float accumulators (columns n..n+7 and n+8..n+15) as the m16k16 A operand of the next
+// mma: the accumulator layout of mma.m16n8k16 is its A layout, so packing to 16 bits is all it takes.
+template <typename T> FA_DEV void acc_to_a(uint32_t a[4], const float lo[4], const float hi[4]) {
+  a[0] = pack2<T>(lo[0], lo[1]);
+  a[1] = pack2<T>(lo[2], lo[3]);
+  a[2] = pack2<T>(hi[0], hi[1]);
+  a[3] = pack2<T>(hi[2], hi[3]);
+}
+
 FA_DEV float exp2_approx(float x) {
   float r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));

@@ -228,10 +228,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
             pt[u][e] = x;
           }
         uint32_t a[4];
-        a[0] = pack2<T>(pt[0][0], pt[0][1]);
-        a[1] = pack2<T>(pt[0][2], pt[0][3]);
-        a[2] = pack2<T>(pt[1][0], pt[1][1]);
-        a[3] = pack2<T>(pt[1][2], pt[1][3]);
+        acc_to_a<T>(a, pt[0], pt[1]);
 #pragma unroll
         for (int dt = 0; dt < ND; dt += 2) {
           uint32_t bb[4];
@@ -279,10 +276,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
 #pragma unroll
       for (int kk = 0; kk < BM / 16; kk++) {
         uint32_t a[4];
-        a[0] = pack2<T>(st[2 * kk][0], st[2 * kk][1]);
-        a[1] = pack2<T>(st[2 * kk][2], st[2 * kk][3]);
-        a[2] = pack2<T>(st[2 * kk + 1][0], st[2 * kk + 1][1]);
-        a[3] = pack2<T>(st[2 * kk + 1][2], st[2 * kk + 1][3]);
+        acc_to_a<T>(a, st[2 * kk], st[2 * kk + 1]);
 #pragma unroll
         for (int dt = 0; dt < ND; dt += 2) {
           uint32_t bb[4];
@@ -491,10 +485,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
 #pragma unroll
     for (int kk = 0; kk < BN / 16; kk++) {
       uint32_t a[4];
-      a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      acc_to_a<T>(a, s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
       for (int dt = 0; dt < ND; dt += 2) {
         uint32_t bb[4];

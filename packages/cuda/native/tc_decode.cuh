@@ -203,10 +203,7 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
 #pragma unroll
     for (int kk = 0; kk < KB / 16; kk++) {
       uint32_t a[4];
-      a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      acc_to_a<T>(a, s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
       for (int dt = 0; dt < ND; dt += 2) {
         if (dt * 8 < d) {

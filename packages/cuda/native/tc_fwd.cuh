@@ -280,10 +280,7 @@ __global__ void __launch_bounds__(NW * 32) tc_fwd_kernel(AttnParams p) {
       uint32_t a[MT][4];
 #pragma unroll
       for (int mt = 0; mt < MT; mt++) {
-        a[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        a[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        a[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        a[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        acc_to_a<T>(a[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
       }
 #pragma unroll
       for (int dt = 0; dt < ND; dt += 2) {
