@@ -5,6 +5,7 @@
  * inlined except `webgpu`, which is loaded from node_modules next to it.
  *
  *   node bench.mjs [--out DIR] [--conformance-seconds N] [--quick] [--no-forward] [--decode-variants]
+ *                  [--forward-variants [JSON list of ForwardTuning]]
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import { type AttentionOptions, type DeviceTensor, fromFloat32 } from '@flashatt
 import {
   createWebGPUBackend,
   type DecodeTuning,
+  type ForwardTuning,
   type WebGPUBackend,
   type WebGPUBackendOptions,
 } from '../src/index.js';
@@ -205,6 +207,8 @@ async function main() {
     results.rowMaxComparison = cmp;
   }
 
+  if (args.includes('--forward-variants')) await forwardVariants();
+
   const dec: Record<string, unknown>[] = [];
   for (const sk of smoke ? [1024] : [4096, 32768, 131072]) {
     const b = 1;
@@ -272,6 +276,60 @@ async function main() {
   await be.dispose();
   log('done');
   process.exit(0);
+}
+
+/**
+ * Forward kernel variants (ForwardTuning) like for like: one fresh device, each shape's inputs uploaded
+ * once, the variants' timings interleaved (v1, v2, …, v1, v2, …; three rounds, median each). The
+ * backend reads its options object on every call, so changing `forward` switches the pipeline.
+ */
+async function forwardVariants() {
+  const next = args[args.indexOf('--forward-variants') + 1];
+  const tunings: ForwardTuning[] = next?.startsWith('[')
+    ? JSON.parse(next)
+    : [
+        { prefetch: false, rows: 4 },
+        { prefetch: true, rows: 4 },
+        { prefetch: false, rows: 8 },
+        { prefetch: true, rows: 8 },
+      ];
+  const opts: WebGPUBackendOptions = {};
+  const vb = await createWebGPUBackend(opts);
+  const mm = await matmulTflops(await vb.gpuDevice(), 4096);
+  log(`variants device: matmul anchor ${mm.tflops.toFixed(2)} TFLOP/s`);
+  const rows: Record<string, unknown>[] = [];
+  const seqs = quick ? [512, 4096] : [512, 1024, 2048, 4096, 8192, 16384];
+  for (const d of [64, 128]) {
+    for (const s of seqs) {
+      const b = 16384 / s;
+      const hq = 2048 / d;
+      const q = (await vb.upload(randomHost([b, s, hq, d], 11))) as DeviceTensor;
+      const k = (await vb.upload(randomHost([b, s, hq, d], 12))) as DeviceTensor;
+      const v = (await vb.upload(randomHost([b, s, hq, d], 13))) as DeviceTensor;
+      for (const causal of [false, true]) {
+        const flops = 4 * d * pairs(b, s, hq, causal);
+        const reps = Math.max(2, Math.min(20, Math.round(2e12 / flops)));
+        const times: number[][] = tunings.map(() => []);
+        for (let round = 0; round < 3; round++) {
+          for (const [i, t] of tunings.entries()) {
+            opts.forward = t;
+            times[i].push(await vb.timeForward(q, k, v, { causal }, reps));
+          }
+        }
+        const line = tunings.map((t, i) => {
+          const med = times[i].sort((x, y) => x - y)[1];
+          const tflops = flops / med / 1e12;
+          rows.push({ d, s, causal, ...t, ms: med * 1e3, tflops, pctMatmul: (100 * tflops) / mm.tflops });
+          return `${tflops.toFixed(2)}`;
+        });
+        log(`variants d=${d} s=${s} causal=${causal}: ${line.join(' | ')} TFLOP/s`);
+      }
+      for (const x of [q, k, v]) vb.free(x);
+    }
+  }
+  log(`variants: ${tunings.map((t, i) => `[${i}] ${JSON.stringify(t)}`).join('  ')}`);
+  results.forwardVariants = { matmulTflops: mm.tflops, tunings, rows };
+  await vb.dispose();
 }
 
 main().catch((e) => {

@@ -61,10 +61,11 @@ export interface WebGPUBackendOptions extends GpuOptions {
   /** Use subgroup operations where the adapter has them (default true; false turns off both uses below). */
   subgroups?: boolean;
   /**
-   * Reduce the forward's row max with subgroup shuffles (adapters with subgroups of at least 16 lanes).
-   * Default false: through workgroup memory, the path every adapter takes and the conformance suite runs
-   * on lavapipe; like for like on an H200 the shuffles were 0–3% faster (PERF.md, run 4). The decode
-   * kernel's cross-lane sums use shuffles whenever `subgroups` allows.
+   * Reduce the forward's row max and row sum with subgroup shuffles (adapters with subgroups of at least
+   * 16 lanes). Default false: through workgroup memory, the path every adapter takes and the conformance
+   * suite runs on lavapipe; like for like on an H200 the shuffles were 0–3% faster in run 4 and 0–1% with
+   * the pipelined forward of run 6 (PERF.md), inside the run-to-run spread. The decode kernel's cross-lane
+   * sums use shuffles whenever `subgroups` allows.
    */
   forwardSubgroups?: boolean;
   /** For tests: treat storage bindings as at most this many bytes, which forces the chunked path. */
@@ -79,6 +80,19 @@ export interface WebGPUBackendOptions extends GpuOptions {
   headDimBuckets?: number[];
   /** Decode tuning, for benchmarks (see DECODE_DEFAULTS). */
   decode?: DecodeTuning;
+  /** Forward kernel variants, for timing them like for like (defaults: the fastest measured). */
+  forward?: ForwardTuning;
+}
+
+export interface ForwardTuning {
+  /** Global loads of the next stage issued before the arithmetic on this one. */
+  prefetch?: boolean;
+  /** Query rows per thread: 4 or 8. */
+  rows?: number;
+  /** Head-dim chunk of the S phase (a multiple of 4 among the tile table's), where it fits. */
+  headChunk?: number;
+  /** Row max by subgroup shuffles (where the adapter allows; overrides forwardSubgroups). */
+  subgroups?: boolean;
 }
 
 export interface DecodeTuning {
@@ -92,8 +106,13 @@ export interface DecodeTuning {
   workgroups?: number;
 }
 
+// Fastest of the forward variants timed on an H200 (PERF.md, run 6): loads one stage ahead, 4 rows per
+// thread, the S-phase head-dim chunk from the tile table (32 where it fits).
+const FORWARD_DEFAULTS: ForwardTuning = { prefetch: true, rows: 4 };
+
 // Fastest of the variants timed on an H200 (PERF.md, run 4): one key per lane group and pass with the
 // next pass's loads in flight, 16 columns per lane, splits for about 256 workgroups.
+
 const DECODE_DEFAULTS: Required<DecodeTuning> = {
   keysPerPass: 1,
   laneColumns: 16,
@@ -155,8 +174,14 @@ function headDimBucket(d: number, buckets: number[] = [64, 128, 256]): number {
   return 256;
 }
 
-function tileConfig(DP: number, storage: number, subgroups: boolean, backward: boolean): TileConfig {
-  const tries: [number, number, number][] = [
+function tileConfig(
+  DP: number,
+  storage: number,
+  subgroups: boolean,
+  backward: boolean,
+  headChunk?: number,
+): TileConfig {
+  const table: [number, number, number][] = [
     [16, 32, 16],
     [16, 32, 8],
     [16, 16, 16],
@@ -168,6 +193,7 @@ function tileConfig(DP: number, storage: number, subgroups: boolean, backward: b
     [8, 8, 4],
     [8, 4, 4],
   ];
+  const tries = headChunk ? [...table.filter((t) => t[1] === headChunk), ...table] : table;
   for (const [T, DC, VC] of tries) {
     const c: TileConfig = { T, DP, DC, VC, subgroups };
     const need = backward ? backwardStorage(c) : forwardStorage(c);
@@ -669,8 +695,8 @@ class WebGPUBackendImpl implements Backend {
     let code: string;
     let kinds: BindingKind[];
     if (kind === 'fwd' || kind === 'dq' || kind === 'dkv') {
-      const [T, DP, DC, VC, sg] = nums;
-      const tc: TileConfig = { T, DP, DC, VC, subgroups: sg === 1 };
+      const [T, DP, DC, VC, sg, pf, rows] = nums;
+      const tc: TileConfig = { T, DP, DC, VC, subgroups: sg === 1, prefetch: pf === 1, rows };
       code =
         kind === 'fwd' ? forwardShader(tc) : kind === 'dq' ? backwardDqShader(tc) : backwardDkvShader(tc);
       kinds = kind === 'fwd' ? forwardBindings() : backwardBindings(kind === 'dq' ? 1 : 2);
@@ -953,10 +979,14 @@ class WebGPUBackendImpl implements Backend {
       this.withRun(async (run, ctx) => {
         const DP = headDimBucket(p.headDim, ctx.buckets);
         const decode = p.seqQ <= (this.options.decodeMaxSeqQ ?? 16) && p.seqK > 0;
-        const tc = tileConfig(DP, ctx.storage, ctx.useSubgroups, false);
+        const ft = { ...FORWARD_DEFAULTS, ...this.options.forward };
+        const sg = ft.subgroups === undefined ? ctx.useSubgroups : ft.subgroups && ctx.subgroupMin >= 16;
+        const tc = tileConfig(DP, ctx.storage, sg, false, ft.headChunk);
+        tc.prefetch = ft.prefetch === true;
+        tc.rows = tc.T === 16 && ft.rows === 8 ? 8 : 4;
         const tune = { ...DECODE_DEFAULTS, ...this.options.decode };
         const dc = decodeConfig(DP, ctx.storage, ctx.subgroupMin, tune);
-        const fwdKey = `fwd:${tc.T}:${DP}:${tc.DC}:${tc.VC}:${tc.subgroups ? 1 : 0}`;
+        const fwdKey = `fwd:${tc.T}:${DP}:${tc.DC}:${tc.VC}:${tc.subgroups ? 1 : 0}:${tc.prefetch ? 1 : 0}:${tc.rows}`;
         const decKey = `dec:${DP}:${dc.G}:${dc.NB}:${dc.S}:${dc.shuffle ? 1 : 0}:${dc.prefetch ? 1 : 0}`;
         const keys = decode ? [decKey, `comb:${DP}`] : [fwdKey];
         if (p.dtype !== 'float32' || (p.bias && p.bias.tensor.dtype !== 'float32'))
@@ -986,7 +1016,16 @@ class WebGPUBackendImpl implements Backend {
               outF,
               lseB,
             });
-          else this.encodeForward(run, ctx, p, base, tc, fwdKey, { qb, kb, vb, biasB, metaB, outF, lseB });
+          else
+            this.encodeForward(run, ctx, p, base, tc, fwdKey, {
+              qb,
+              kb,
+              vb,
+              biasB,
+              metaB,
+              outF,
+              lseB,
+            });
         };
         if (reps > 0) {
           const t = await this.timed(run, ctx, encode, reps);

@@ -8,6 +8,7 @@ import { webgpuBackendFactory } from './backend.js';
 export {
   createWebGPUBackend,
   type DecodeTuning,
+  type ForwardTuning,
   type WebGPUBackend,
   type WebGPUBackendOptions,
   WebGPUTensor,

@@ -48,7 +48,7 @@ export function backwardStorage(c: TileConfig): number {
   const { T, DP, DC, VC } = c;
   const BR = 4 * T;
   const pad = DC / 4 + 1;
-  return 16 * (BR * T + Math.max(2 * BR * pad, VC * (DP / 4))) + 4;
+  return 16 * (BR * (T + 1) + Math.max(2 * BR * pad, VC * (DP / 4))) + 4;
 }
 
 function consts(c: TileConfig): string {
@@ -63,14 +63,17 @@ const DQ: u32 = ${DP / 4}u;
 const DC: u32 = ${DC}u;
 const VC: u32 = ${VC}u;
 const PAD: u32 = ${DC / 4 + 1}u;
-var<workgroup> sp: array<vec4<f32>, ${4 * T * T}>;
+// P or dS transposed, one row of T quads per key (or query row), padded by one quad: the T threads of a
+// row group store to rows tx + T k, which without the pad would all fall in one bank.
+const SPR: u32 = ${T + 1}u;
+var<workgroup> sp: array<vec4<f32>, ${4 * T * (T + 1)}>;
 var<workgroup> sa: array<vec4<f32>, ${Math.max(2 * 4 * T * (DC / 4 + 1), VC * (DP / 4))}>;
 var<workgroup> vbad: u32;
 `;
 }
 
 /**
- * acc{r}_{x} += sum over chunk rows kk of sp[(jc + kk) * T + ty][r] * chunk[kk][quad tx + T x], the chunk
+ * acc{r}_{x} += sum over chunk rows kk of sp[(jc + kk) * SPR + ty][r] * chunk[kk][quad tx + T x], the chunk
  * rows (VC at a time, row index first + jc + kk) read from src at addr(rowi).
  */
 function rowProduct(
@@ -93,18 +96,25 @@ function rowProduct(
       let bad = workgroupUniformLoad(&vbad) == seqno;
       if (!bad) {
         for (var kk: u32 = 0u; kk < VC; kk = kk + 1u) {
-          let pv = sp[(jc + kk) * T + ty];
+          let pv = sp[(jc + kk) * SPR + ty];
           ${X.map((x) => `let v${x} = sa[kk * DQ + tx + T * ${x}u];`).join(' ')}
           ${R4.map((r) => X.map((x) => `${acc}${r}_${x} = fma(vec4<f32>(pv.${C[r]}), v${x}, ${acc}${r}_${x});`).join(' ')).join('\n          ')}
         }
       } else {
         for (var kk: u32 = 0u; kk < VC; kk = kk + 1u) {
-          let pv = sp[(jc + kk) * T + ty];
+          let pv = sp[(jc + kk) * SPR + ty];
           ${X.map((x) => `let v${x} = sa[kk * DQ + tx + T * ${x}u];`).join(' ')}
           ${R4.map((r) => X.map((x) => `${acc}${r}_${x} = ${acc}${r}_${x} + select(pv.${C[r]} * v${x}, vec4<f32>(0.0), pv.${C[r]} == 0.0);`).join(' ')).join('\n          ')}
         }
       }
     }`;
+}
+
+/** sp[(tx + T k) * SPR + ty] = vec4 over r of v{r}[k]: the transposed 4×4 micro-tile, one store per k. */
+function storeT4(v: string): string {
+  return R4.map(
+    (k) => `sp[(tx + T * ${k}u) * SPR + ty] = vec4<f32>(${R4.map((r) => `${v}${r}.${C[k]}`).join(', ')});`,
+  ).join('\n      ');
 }
 
 const PICK = `
@@ -166,6 +176,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let lo = key_lo(s, i0);
   let hi = key_hi(s, min(i0 + i32(BR), s.sq) - 1);
   let n16 = 16u + (U.flags >> 31u);
+  let fast = (U.flags & (F_SOFTCAP | F_ALIBI | F_BIAS | F_DROP)) == 0u;
   var lse = vec4<f32>(0.0);
   var dd = vec4<f32>(0.0);
   var empty = vec4<u32>(1u);
@@ -186,6 +197,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     ${chunkProduct('sc', 'i0 + i32(row) < s.sq', 'U.q_base + q_at(b, s, u32(i0) + row, h)', 'Qb', 'j0 + i32(row) < s.sk', 'U.k_base + kv_at(b, s, u32(j0) + row, kh)', 'Kb', 'ty', 'tx', c.DC, c.T, true)}
     ${chunkProduct('dp', 'i0 + i32(row) < s.sq', 'U.x_base + q_at(b, s, u32(i0) + row, h)', 'dOb', 'j0 + i32(row) < s.sk', 'U.v_base + kv_at(b, s, u32(j0) + row, kh)', 'Vb', 'ty', 'tx', c.DC, c.T, true)}
     workgroupBarrier();
+    if (fast) {
+      // No modifier and no dropout: dS = P (dP - D) with the mask as bounds compares, in registers.
+      let jv = vec4<i32>(${R4.map((k) => `j0 + i32(tx + T * ${k}u)`).join(', ')});
+      ${R4.map(
+        (r) => `let i_${r} = i0 + i32(ty + T * ${r}u);
+      let klo${r} = select(0, key_lo(s, i_${r}), i_${r} < s.sq);
+      let khi${r} = select(0, key_hi(s, i_${r}), i_${r} < s.sq && empty[${r}] == 0u);
+      let p${r} = exp(sc${r} * U.scale - vec4<f32>(lse[${r}]));
+      let ds${r} = select(vec4<f32>(0.0), p${r} * (dp${r} - vec4<f32>(dd[${r}])), (jv >= vec4<i32>(klo${r})) & (jv < vec4<i32>(khi${r})));`,
+      ).join('\n      ')}
+      ${storeT4('ds')}
+    } else {
     for (var e: u32 = 0u; e < n16; e = e + 1u) {
       let k = e / 4u;
       let r = e % 4u;
@@ -199,7 +222,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let w = drop_weight(b, h, i, j);
         ds = p * (pick4(dp0, dp1, dp2, dp3, r)[k] * w - dd[r]) * score_slope(raw);
       }
-      sp[(tx + T * k) * T + ty][r] = ds;
+      sp[(tx + T * k) * SPR + ty][r] = ds;
+    }
     }
     ${rowProduct('acc', NQ, 'j0', 'hi', 'rowi < s.sk', 'U.k_base + kv_at(b, s, u32(rowi), kh)', 'Kb', c)}
     j0 = j0 + i32(BC);
@@ -221,7 +245,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 export function backwardDkvShader(c: TileConfig): string {
   const NQ = c.DP / (4 * c.T);
   const X = range(NQ);
+  // No modifier and no dropout: P, or dS = P (dP - D), with the mask as bounds compares in registers;
+  // rows here are keys (ty + T r), columns query rows (tx + T k), so the bounds are per column.
+  const fastElementwise = (what: 'p' | 'ds') => `
+      ${R4.map(
+        (r) => `let jr${r} = vec4<i32>(j0 + i32(ty + T * ${r}u));
+      let p${r} = exp(st${r} * U.scale - lse);
+      let ok${r} = (jr${r} >= qlo) & (jr${r} < qhi);
+      let e${r} = select(vec4<f32>(0.0), ${what === 'p' ? `p${r}` : `p${r} * (dpt${r} - dd)`}, ok${r});`,
+      ).join('\n      ')}
+      ${storeT4('e')}`;
   const elementwise = (what: 'p' | 'ds') => `
+      if (fast) {
+      ${fastElementwise(what)}
+      } else {
       for (var e: u32 = 0u; e < n16; e = e + 1u) {
         let k = e / 4u;
         let r = e % 4u;
@@ -235,7 +272,8 @@ export function backwardDkvShader(c: TileConfig): string {
           let w = drop_weight(b, h, i, j);
           ${what === 'p' ? 'val = p * w;' : 'val = p * (pick4(dpt0, dpt1, dpt2, dpt3, r)[k] * w - dd[k]) * score_slope(raw);'}
         }
-        sp[(tx + T * k) * T + ty][r] = val;
+        sp[(tx + T * k) * SPR + ty][r] = val;
+      }
       }`;
   return /* wgsl */ `
 ${BIND_HEAD(['dKb', 'dVb'])}
@@ -257,6 +295,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let ilo = row_lo(s, j0);
   let ihi = row_hi(s, min(j0 + i32(BC), s.sk) - 1);
   let n16 = 16u + (U.flags >> 31u);
+  let fast = (U.flags & (F_SOFTCAP | F_ALIBI | F_BIAS | F_DROP)) == 0u;
   ${R4.flatMap((r) => X.map((x) => `var dk${r}_${x} = vec4<f32>(0.0); var dv${r}_${x} = vec4<f32>(0.0);`)).join(' ')}
   var seqno: u32 = 0u;
   for (var g: u32 = 0u; g < U.group; g = g + 1u) {
@@ -280,6 +319,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
           empty[k] = select(0u, 1u, is_neg_inf(lse[k]));
         }
       }
+      // Per query row (column k): its key range, empty for rows past sq or without any key.
+      let iv = vec4<i32>(${R4.map((k) => `i0 + i32(tx + T * ${k}u)`).join(', ')});
+      let live = (iv < vec4<i32>(s.sq)) & (empty == vec4<u32>(0u));
+      let qlo = select(vec4<i32>(0), vec4<i32>(${R4.map((k) => `key_lo(s, iv.${'xyzw'[k]})`).join(', ')}), live);
+      let qhi = select(vec4<i32>(0), vec4<i32>(${R4.map((k) => `key_hi(s, iv.${'xyzw'[k]})`).join(', ')}), live);
       workgroupBarrier();
       ${elementwise('p')}
       ${rowProduct('dv', NQ, 'i0', 'ihi', 'rowi < s.sq', 'U.x_base + q_at(b, s, u32(rowi), h)', 'dOb', c)}

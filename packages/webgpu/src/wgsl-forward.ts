@@ -18,6 +18,13 @@ export interface TileConfig {
   /** Key chunk of the P·V phase. */
   VC: number;
   subgroups: boolean;
+  /**
+   * Forward only: issue the global loads of the next stage (head-dim chunk of Q and K, or key chunk of V)
+   * before the arithmetic on the current one, so that their latency overlaps that arithmetic.
+   */
+  prefetch?: boolean;
+  /** Forward only: query rows per thread, 4 (T×T threads) or 8 (T×T/2 threads, twice the work each). */
+  rows?: number;
 }
 
 export function forwardBindings(): ('uniform' | 'read' | 'rw')[] {
@@ -29,7 +36,7 @@ export function forwardStorage(c: TileConfig): number {
   const { T, DP, DC, VC } = c;
   const BR = 4 * T;
   const pad = DC / 4 + 1;
-  return 16 * (BR * T + Math.max(2 * BR * pad, VC * (DP / 4))) + 4;
+  return 16 * (4 * T * (BR / 4 + 1) + Math.max(2 * BR * pad, VC * (DP / 4))) + 4;
 }
 
 const C = ['x', 'y', 'z', 'w'];
@@ -150,6 +157,96 @@ export function loadRowsQuads(
     }`;
 }
 
+/**
+ * The pipelined forward's stages, each split into an issue (global loads into registers) and a store
+ * (registers into workgroup memory after a barrier), so that a stage's loads are issued before the
+ * arithmetic on the stage before it and their latency overlaps that arithmetic. Two kinds of stage: a
+ * head-dim chunk of Q and K (the S phase; layout as loadPair) and a key chunk of V (P·V; layout as
+ * loadRowsQuads). A thread's slots depend on its index alone, so they are computed once per kernel.
+ */
+export class Stages {
+  readonly sIts: number[];
+  readonly vIts: number[];
+  private readonly sGuard: boolean;
+  private readonly vGuard: boolean;
+  constructor(
+    private readonly BR: number,
+    private readonly DC: number,
+    private readonly VC: number,
+    private readonly DQ: number,
+    private readonly NT: number,
+  ) {
+    const sPer = BR * (DC / 4);
+    const vPer = VC * DQ;
+    this.sIts = range(Math.ceil(sPer / NT));
+    this.vIts = range(Math.ceil(vPer / NT));
+    this.sGuard = sPer % NT !== 0;
+    this.vGuard = vPer % NT !== 0;
+  }
+  private sOk(it: number): string {
+    return this.sGuard ? `se${it} < ${this.BR * (this.DC / 4)}u && ` : '';
+  }
+  private vOk(it: number): string {
+    return this.vGuard ? `ve${it} < ${this.VC * this.DQ}u && ` : '';
+  }
+  /** Slot indices and the registers that carry a stage from its issue to its store. */
+  decls(): string {
+    const q = this.DC / 4;
+    return [
+      ...this.sIts.map(
+        (it) =>
+          `let se${it} = lid + ${it * this.NT}u; let sr${it} = se${it} / ${q}u; let sq${it} = se${it} % ${q}u; var pa${it} = vec4<f32>(0.0); var pb${it} = vec4<f32>(0.0);`,
+      ),
+      ...this.vIts.map(
+        (it) =>
+          `let ve${it} = lid + ${it * this.NT}u; let vk${it} = ve${it} / DQ; let vq${it} = ve${it} % DQ; var pv${it} = vec4<f32>(0.0);`,
+      ),
+    ].join('\n  ');
+  }
+  /** Loads chunk c0 (u32 expression) of the Q block and of the K tile at j0 (i32 expression). */
+  issueS(c0: string, j0: string): string {
+    return both(true, (fn) =>
+      this.sIts
+        .map(
+          (it) =>
+            `pa${it} = ${fn}Qb(U.q_base + q_at(b, s, u32(i0) + sr${it}, h), ${c0} + sq${it} * 4u, ${this.sOk(it)}i0 + i32(sr${it}) < s.sq);
+      pb${it} = ${fn}Kb(U.k_base + kv_at(b, s, u32(${j0}) + sr${it}, kh), ${c0} + sq${it} * 4u, ${this.sOk(it)}${j0} + i32(sr${it}) < s.sk);`,
+        )
+        .join('\n      '),
+    );
+  }
+  storeS(): string {
+    return this.sIts
+      .map(
+        (it) =>
+          `${this.sGuard ? `if (se${it} < ${this.BR * (this.DC / 4)}u) ` : ''}{ sa[sr${it} * PAD + sq${it}] = pa${it}; sa[BR * PAD + sr${it} * PAD + sq${it}] = pb${it}; }`,
+      )
+      .join('\n      ');
+  }
+  /** Loads the V rows j0 + jc .. j0 + jc + VC - 1 (jc u32, j0 i32 expressions). */
+  issueV(jc: string, j0: string): string {
+    return both(true, (fn) =>
+      this.vIts
+        .map(
+          (it) =>
+            `pv${it} = ${fn}Vb(U.v_base + kv_at(b, s, u32(${j0} + i32(${jc} + vk${it})), kh), vq${it} * 4u, ${this.vOk(it)}${j0} + i32(${jc} + vk${it}) < s.sk);`,
+        )
+        .join('\n      '),
+    );
+  }
+  /** Stores V and flags a non-finite value in vbad (P·V then skips exact zeros of P). */
+  storeV(): string {
+    return this.vIts
+      .map(
+        (it) => `${this.vGuard ? `if (ve${it} < ${this.VC * this.DQ}u) ` : ''}{
+        if (non_finite(pv${it}.x) || non_finite(pv${it}.y) || non_finite(pv${it}.z) || non_finite(pv${it}.w)) { vbad = seqno; }
+        sa[vk${it} * DQ + vq${it}] = pv${it};
+      }`,
+      )
+      .join('\n      ');
+  }
+}
+
 /** out{r} (vec4 over k) += dot(A row ra + T r, B row rb + T k) over head-dim chunks staged in `sa`. */
 export function chunkProduct(
   out: string,
@@ -179,46 +276,67 @@ export function chunkProduct(
     }`;
 }
 
-/** Writes the transposed micro-tile: sp[(tx + T k) * T + ty] = vec4 over r of v{r}[k]. */
-export function storeT(v: string): string {
-  return R4.map(
-    (k) => `sp[(tx + T * ${k}u) * T + ty] = vec4<f32>(${R4.map((r) => `${v}${r}.${C[k]}`).join(', ')});`,
-  ).join('\n    ');
-}
-/** Reads it back into v{r}. */
-export function loadT(v: string): string {
-  return R4.map(
-    (r) => `${v}${r} = vec4<f32>(${R4.map((k) => `sp[(tx + T * ${k}u) * T + ty].${C[r]}`).join(', ')});`,
-  ).join('\n    ');
-}
-
 export function forwardShader(c: TileConfig): string {
   const { T, DP, DC, VC, subgroups } = c;
+  const RR = c.rows === 8 ? 8 : 4;
+  const G = range(RR / 4);
+  const RS = range(RR);
+  const TX = T;
   const BR = 4 * T;
   const BC = 4 * T;
+  const TY = BR / RR;
+  const NT = TX * TY;
   const NQ = DP / (4 * T);
   const DQ = DP / 4;
   const PAD = DC / 4 + 1;
+  // P is stored transposed, one row of BR/4 quads per key, padded by one quad so that the TX threads of a
+  // row group, storing keys tx + TX k, hit different banks.
+  const SPR = BR / 4 + 1;
   const SA = Math.max(2 * BR * PAD, VC * DQ);
   const X = range(NQ);
-  const shuffles = [1, 2, 4, 8].filter((x) => x < T);
-  const reduceMax = subgroups
-    ? `var rm = tmax;\n    ${shuffles.map((x) => `rm = max(rm, subgroupShuffleXor(rm, ${x}u));`).join('\n    ')}`
-    : `workgroupBarrier();
-    sp[ty * T + tx] = tmax;
+  const cm = (r: number) => C[r % 4];
+  const g4 = (r: number) => Math.floor(r / 4);
+  const shuffles = [1, 2, 4, 8].filter((x) => x < TX);
+  // Row statistics: one vec4 per group of four of a thread's rows (rows ty + TY (4g + 0..3)).
+  const reduceRows = (src: string, dst: string, op: (a: string, b: string) => string, init: string) =>
+    subgroups
+      ? G.map(
+          (g) =>
+            `var ${dst}${g} = ${src}${g};\n    ${shuffles.map((x) => `${dst}${g} = ${op(`${dst}${g}`, `subgroupShuffleXor(${dst}${g}, ${x}u)`)};`).join('\n    ')}`,
+        ).join('\n    ')
+      : `workgroupBarrier();
+    ${G.map((g) => `sp[(${g}u * TY + ty) * TX + tx] = ${src}${g};`).join(' ')}
     workgroupBarrier();
-    var rm = vec4<f32>(NEG_MAX);
-    for (var t: u32 = 0u; t < T; t = t + 1u) { rm = max(rm, sp[ty * T + t]); }
+    ${G.map((g) => `var ${dst}${g} = ${init};`).join(' ')}
+    for (var t: u32 = 0u; t < TX; t = t + 1u) {
+      ${G.map((g) => `${dst}${g} = ${op(`${dst}${g}`, `sp[(${g}u * TY + ty) * TX + t]`)};`).join(' ')}
+    }
     workgroupBarrier();`;
-  const reduceSum = subgroups
-    ? `var ls = l;\n  ${shuffles.map((x) => `ls = ls + subgroupShuffleXor(ls, ${x}u);`).join('\n  ')}`
-    : `workgroupBarrier();
-  sp[ty * T + tx] = l;
-  workgroupBarrier();
-  var ls = vec4<f32>(0.0);
-  for (var t: u32 = 0u; t < T; t = t + 1u) { ls = ls + sp[ty * T + t]; }`;
-  const accDecl = R4.flatMap((r) => X.map((x) => `var acc${r}_${x} = vec4<f32>(0.0);`)).join(' ');
-  const comp = ['x', 'y', 'z', 'w'];
+  const accDecl = RS.flatMap((r) => X.map((x) => `var acc${r}_${x} = vec4<f32>(0.0);`)).join(' ');
+  // Slot of P or S for (row r, key k) of this thread in sp, and its component.
+  const slot = (k: string, r: string) => `(tx + TX * ${k}) * SPR + (${r} / 4u) * TY + ty`;
+  const storeT = (v: string) =>
+    R4.flatMap((k) =>
+      G.map(
+        (g) =>
+          `sp[(tx + TX * ${k}u) * SPR + ${g}u * TY + ty] = vec4<f32>(${R4.map((q) => `${v}${4 * g + q}.${C[k]}`).join(', ')});`,
+      ),
+    ).join('\n    ');
+  const loadT = (v: string) =>
+    RS.map(
+      (r) =>
+        `${v}${r} = vec4<f32>(${R4.map((k) => `sp[(tx + TX * ${k}u) * SPR + ${g4(r)}u * TY + ty].${cm(r)}`).join(', ')});`,
+    ).join('\n    ');
+  const st = new Stages(BR, DC, VC, DQ, NT);
+  const pf = c.prefetch === true;
+  // Pipelined (pf): the tile loop walks stages S chunk 0, 1, …, V chunk 0, 1, …, then the next tile's S
+  // chunk 0; each stage's loads are issued right after the previous stage's store, before its arithmetic.
+  // Otherwise each stage loads and stores right away (all of a stage's loads still before its stores).
+  const pvBody = (acc: (r: number, x: number) => string) => `for (var kk: u32 = 0u; kk < VC; kk = kk + 1u) {
+          ${G.map((g) => `let pv${g} = sp[(jc + kk) * SPR + ${g}u * TY + ty];`).join(' ')}
+          ${X.map((x) => `let v${x} = sa[kk * DQ + tx + TX * ${x}u];`).join(' ')}
+          ${RS.map((r) => X.map((x) => `acc${r}_${x} = ${acc(r, x)};`).join(' ')).join('\n          ')}
+        }`;
   return /* wgsl */ `
 ${subgroups ? 'enable subgroups;' : ''}
 @group(0) @binding(0) var<uniform> U: Params;
@@ -231,45 +349,67 @@ ${subgroups ? 'enable subgroups;' : ''}
 @group(0) @binding(7) var<storage, read_write> Lb: array<f32>;
 ${COMMON}
 ${loaderFns(['Qb', 'Kb', 'Vb'], true)}
-const T: u32 = ${T}u;
-const NT: u32 = ${T * T}u;
+const TX: u32 = ${TX}u;
+const TY: u32 = ${TY}u;
 const BR: u32 = ${BR}u;
 const BC: u32 = ${BC}u;
 const DQ: u32 = ${DQ}u;
 const DC: u32 = ${DC}u;
 const VC: u32 = ${VC}u;
 const PAD: u32 = ${PAD}u;
-var<workgroup> sp: array<vec4<f32>, ${BR * T}>;
+const SPR: u32 = ${SPR}u;
+var<workgroup> sp: array<vec4<f32>, ${BC * SPR}>;
 var<workgroup> sa: array<vec4<f32>, ${SA}>;
 var<workgroup> vbad: u32;
 
-@compute @workgroup_size(${T * T})
+@compute @workgroup_size(${NT})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let tx = lid % T;
-  let ty = lid / T;
+  let tx = lid % TX;
+  let ty = lid / TX;
   let b = U.b0 + wg.z;
   let h = U.h0 + wg.y;
   let kh = h / U.group;
   let s = seq_of(b);
-  let i0 = i32(wg.x * BR);
-  if (i0 >= s.sq) { return; }
   let slope = alibi_slope(b, h);
   let aligned = ${ALIGNED};
   let plain = (U.flags & (F_SOFTCAP | F_ALIBI | F_BIAS)) == 0u;
+  // Loop bounds the compiler cannot see through keep per-element code (mask, modifiers, Philox) from
+  // being unrolled: the top bit of flags is never set.
+  let nel = ${4 * RR}u + (U.flags >> 31u);
+  let i0 = i32(wg.x * BR);
+  if (i0 >= s.sq) { return; }
   let lo = key_lo(s, i0);
   let hi = key_hi(s, min(i0 + i32(BR), s.sq) - 1);
-  // Loop bounds the compiler cannot see through keep per-element code (mask, modifiers, Philox) from
-  // being unrolled 16 times: the top bit of flags is never set.
-  let n16 = 16u + (U.flags >> 31u);
-  var m = vec4<f32>(NEG_MAX);
-  var l = vec4<f32>(0.0);
+  ${G.map((g) => `var m${g} = vec4<f32>(NEG_MAX); var l${g} = vec4<f32>(0.0);`).join(' ')}
   ${accDecl}
   var seqno: u32 = 0u;
   var j0: i32 = (lo / i32(BC)) * i32(BC);
+  ${st.decls()}
+  ${pf ? st.issueS('0u', 'j0') : ''}
   loop {
     if (j0 >= hi) { break; }
     // ---- S = Q K^T over head-dim chunks
-    ${chunkProduct('sc', 'i0 + i32(row) < s.sq', 'U.q_base + q_at(b, s, u32(i0) + row, h)', 'Qb', 'j0 + i32(row) < s.sk', 'U.k_base + kv_at(b, s, u32(j0) + row, kh)', 'Kb', 'ty', 'tx', DC, T, true)}
+    ${RS.map((r) => `var sc${r} = vec4<f32>(0.0);`).join(' ')}
+    for (var c0: u32 = 0u; c0 < U.d; c0 = c0 + DC) {
+      workgroupBarrier();
+      ${pf ? '' : st.issueS('c0', 'j0')}
+      ${st.storeS()}
+      workgroupBarrier();
+      ${
+        pf
+          ? `if (c0 + DC < U.d) {
+      ${st.issueS('c0 + DC', 'j0')}
+      } else {
+      ${st.issueV('0u', 'j0')}
+      }`
+          : ''
+      }
+      for (var cq: u32 = 0u; cq < DC / 4u; cq = cq + 1u) {
+        ${RS.map((r) => `let a${r} = sa[(ty + TY * ${r}u) * PAD + cq];`).join(' ')}
+        ${R4.map((k) => `let b${k} = sa[BR * PAD + (tx + TX * ${k}u) * PAD + cq];`).join(' ')}
+        ${RS.map((r) => `sc${r} = sc${r} + vec4<f32>(dot(a${r}, b0), dot(a${r}, b1), dot(a${r}, b2), dot(a${r}, b3));`).join('\n        ')}
+      }
+    }
     // ---- mask and modifiers (masked: -Inf). Without a score modifier: a tile wholly inside every row's
     // key range only scales, another masks in registers (the mask test is a few comparisons, cheap to
     // unroll). With softcap, ALiBi or bias, per element through this thread's own slots of sp, in a loop
@@ -277,14 +417,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let full = plain && i0 + i32(BR) <= s.sq && j0 + i32(BC) <= s.sk && j0 >= key_lo(s, i0 + i32(BR) - 1) &&
       j0 + i32(BC) <= key_hi(s, i0);
     if (full) {
-      ${R4.map((r) => `sc${r} = sc${r} * U.scale;`).join(' ')}
+      ${RS.map((r) => `sc${r} = sc${r} * U.scale;`).join(' ')}
     } else if (plain) {
       // allowed(i, j) is i < sq and key_lo(i) <= j < key_hi(i): one bounds pair per row and vector
       // compares per column. (Sixteen inlined allowed() calls took SwiftShader minutes to compile.)
-      let jv = vec4<i32>(${R4.map((k) => `j0 + i32(tx + T * ${k}u)`).join(', ')});
-      ${R4.map(
+      let jv = vec4<i32>(${R4.map((k) => `j0 + i32(tx + TX * ${k}u)`).join(', ')});
+      ${RS.map(
         (r) => `{
-        let i = i0 + i32(ty + T * ${r}u);
+        let i = i0 + i32(ty + TY * ${r}u);
         let lo = select(0, key_lo(s, i), i < s.sq);
         let hi = select(0, key_hi(s, i), i < s.sq);
         sc${r} = select(vec4<f32>(neg_inf()), sc${r} * U.scale, (jv >= vec4<i32>(lo)) & (jv < vec4<i32>(hi)));
@@ -293,35 +433,35 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     } else {
       workgroupBarrier();
       ${storeT('sc')}
-      for (var e: u32 = 0u; e < n16; e = e + 1u) {
-        let k = e / 4u;
-        let r = e % 4u;
-        let i = i0 + i32(ty + T * r);
-        let j = j0 + i32(tx + T * k);
-        let slot = (tx + T * k) * T + ty;
+      for (var e: u32 = 0u; e < nel; e = e + 1u) {
+        let k = e / ${RR}u;
+        let r = e % ${RR}u;
+        let i = i0 + i32(ty + TY * r);
+        let j = j0 + i32(tx + TX * k);
+        let slot = ${slot('k', 'r')};
         var sv = neg_inf();
-        if (allowed(s, i, j)) { sv = modify_score(sp[slot][r], b, h, i, j, s.off, slope); }
-        sp[slot][r] = sv;
+        if (allowed(s, i, j)) { sv = modify_score(sp[slot][r % 4u], b, h, i, j, s.off, slope); }
+        sp[slot][r % 4u] = sv;
       }
       ${loadT('sc')}
     }
     // ---- online softmax
-    let tmax = vec4<f32>(${R4.map((r) => `max(max(sc${r}.x, sc${r}.y), max(sc${r}.z, sc${r}.w))`).join(', ')});
-    ${reduceMax}
-    let mnew = max(m, rm);
-    let alpha = exp(m - mnew);
-    m = mnew;
-    ${R4.map((r) => X.map((x) => `acc${r}_${x} = acc${r}_${x} * alpha.${comp[r]};`).join(' ')).join('\n    ')}
-    ${R4.map((r) => `let p${r} = exp(sc${r} - vec4<f32>(m.${comp[r]}));`).join('\n    ')}
-    l = l * alpha + vec4<f32>(${R4.map((r) => `dot(p${r}, vec4<f32>(1.0))`).join(', ')});
+    ${G.map((g) => `let tmax${g} = vec4<f32>(${R4.map((q) => `max(max(sc${4 * g + q}.x, sc${4 * g + q}.y), max(sc${4 * g + q}.z, sc${4 * g + q}.w))`).join(', ')});`).join('\n    ')}
+    ${reduceRows('tmax', 'rm', (a, b2) => `max(${a}, ${b2})`, 'vec4<f32>(NEG_MAX)')}
+    ${G.map((g) => `let mnew${g} = max(m${g}, rm${g}); let alpha${g} = exp(m${g} - mnew${g}); m${g} = mnew${g};`).join('\n    ')}
+    ${RS.map((r) => X.map((x) => `acc${r}_${x} = acc${r}_${x} * alpha${g4(r)}.${cm(r)};`).join(' ')).join('\n    ')}
+    ${RS.map((r) => `let p${r} = exp(sc${r} - vec4<f32>(m${g4(r)}.${cm(r)}));`).join('\n    ')}
+    ${G.map((g) => `l${g} = l${g} * alpha${g} + vec4<f32>(${R4.map((q) => `dot(p${4 * g + q}, vec4<f32>(1.0))`).join(', ')});`).join('\n    ')}
+    // Not needed for ordering (the S phase's barriers closed the last reads of sp); dropping it and the
+    // row max's leading barrier gained nothing measurable on the H200 (PERF.md, run 6), so it stays.
     workgroupBarrier();
     ${storeT('p')}
     if (has(F_DROP)) {
-      for (var e: u32 = 0u; e < n16; e = e + 1u) {
-        let k = e / 4u;
-        let r = e % 4u;
-        let slot = (tx + T * k) * T + ty;
-        sp[slot][r] = sp[slot][r] * drop_weight(b, h, i0 + i32(ty + T * r), j0 + i32(tx + T * k));
+      for (var e: u32 = 0u; e < nel; e = e + 1u) {
+        let k = e / ${RR}u;
+        let r = e % ${RR}u;
+        let slot = ${slot('k', 'r')};
+        sp[slot][r % 4u] = sp[slot][r % 4u] * drop_weight(b, h, i0 + i32(ty + TY * r), j0 + i32(tx + TX * k));
       }
     }
     // ---- O += P V over key chunks
@@ -329,38 +469,40 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       if (j0 + i32(jc) >= hi) { break; }
       seqno = seqno + 1u;
       workgroupBarrier();
-      ${loadRowsQuads(VC, DQ, T * T, 'j0 + i32(jc + kk)', 'rowi < s.sk', 'U.v_base + kv_at(b, s, u32(rowi), kh)', 'Vb', true)}
+      ${pf ? '' : st.issueV('jc', 'j0')}
+      ${st.storeV()}
       let bad = workgroupUniformLoad(&vbad) == seqno;
+      ${
+        pf
+          ? `if (jc + VC < BC && j0 + i32(jc + VC) < hi) {
+      ${st.issueV('jc + VC', 'j0')}
+      } else {
+      ${st.issueS('0u', 'j0 + i32(BC)')}
+      }`
+          : ''
+      }
       if (!bad) {
-        for (var kk: u32 = 0u; kk < VC; kk = kk + 1u) {
-          let pv = sp[(jc + kk) * T + ty];
-          ${X.map((x) => `let v${x} = sa[kk * DQ + tx + T * ${x}u];`).join(' ')}
-          ${R4.map((r) => X.map((x) => `acc${r}_${x} = fma(vec4<f32>(pv.${comp[r]}), v${x}, acc${r}_${x});`).join(' ')).join('\n          ')}
-        }
+        ${pvBody((r, x) => `fma(vec4<f32>(pv${g4(r)}.${cm(r)}), v${x}, acc${r}_${x})`)}
       } else {
         // A non-finite value: skip exact zeros of P, as the reference does (0 * Inf must not give NaN).
-        for (var kk: u32 = 0u; kk < VC; kk = kk + 1u) {
-          let pv = sp[(jc + kk) * T + ty];
-          ${X.map((x) => `let v${x} = sa[kk * DQ + tx + T * ${x}u];`).join(' ')}
-          ${R4.map((r) => X.map((x) => `acc${r}_${x} = acc${r}_${x} + select(pv.${comp[r]} * v${x}, vec4<f32>(0.0), pv.${comp[r]} == 0.0);`).join(' ')).join('\n          ')}
-        }
+        ${pvBody((r, x) => `acc${r}_${x} + select(pv${g4(r)}.${cm(r)} * v${x}, vec4<f32>(0.0), pv${g4(r)}.${cm(r)} == 0.0)`)}
       }
     }
     j0 = j0 + i32(BC);
   }
   // ---- finalise: O = acc / l, lse = m + ln l (empty rows: 0 and -Inf)
-  ${reduceSum}
-  ${R4.map(
+  ${reduceRows('l', 'ls', (a, b2) => `${a} + ${b2}`, 'vec4<f32>(0.0)')}
+  ${RS.map(
     (r) => `{
-    let i = i0 + i32(ty + T * ${r}u);
+    let i = i0 + i32(ty + TY * ${r}u);
     if (i < s.sq) {
-      let empty = ls.${comp[r]} == 0.0;
-      let inv = select(1.0 / ls.${comp[r]}, 0.0, empty);
+      let empty = ls${g4(r)}.${cm(r)} == 0.0;
+      let inv = select(1.0 / ls${g4(r)}.${cm(r)}, 0.0, empty);
       let oa = U.o_base + q_at(b, s, u32(i), h);
       ${X.map(
         (x) => `{
         let o = select(acc${r}_${x} * inv, vec4<f32>(0.0), empty);
-        let cc = (tx + T * ${x}u) * 4u;
+        let cc = (tx + TX * ${x}u) * 4u;
         if (cc < U.d) { Ob[oa + cc] = o.x; }
         if (cc + 1u < U.d) { Ob[oa + cc + 1u] = o.y; }
         if (cc + 2u < U.d) { Ob[oa + cc + 2u] = o.z; }
@@ -368,7 +510,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       }`,
       ).join('\n      ')}
       if (tx == 0u) {
-        Lb[U.lse_base + lse_at(b, s, u32(i), h)] = select(m.${comp[r]} + log(ls.${comp[r]}), neg_inf(), empty);
+        Lb[U.lse_base + lse_at(b, s, u32(i), h)] = select(m${g4(r)}.${cm(r)} + log(ls${g4(r)}.${cm(r)}), neg_inf(), empty);
       }
     }
   }`,
