@@ -2,7 +2,7 @@
  * SPEC §9 benchmarks of the cuda backend, device time only (CUDA events around each call, data
  * resident), median of the timed runs after warm-up. Bundled into .device/cuda-bench.mjs.
  *
- *   node .device/cuda-bench.mjs [--out dir] [--quick] [--iters N]
+ *   node .device/cuda-bench.mjs [--out dir] [--quick] [--iters N] [--backward-only]
  *
  * Shapes: 16k tokens in total (b = 16384 / s), hidden 2048 (hq = 2048 / d), d in {64, 128},
  * s in {512 ... 16384}, causal and not, bfloat16 and float16, forward and backward; decode sq = 1,
@@ -31,6 +31,37 @@ const quick = process.argv.includes('--quick');
 const iters = Number(arg('iters', '10'));
 // --decode-only: the copy, the float32 (generic) forward and decode; skips the tensor-core shapes.
 const decodeOnly = process.argv.includes('--decode-only');
+// --backward-only: the backward shapes, its variants and its checks; no forward timing, no decode.
+const backwardOnly = process.argv.includes('--backward-only');
+
+function bitsToF32(dtype: string, bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  const u = new Uint32Array(out.buffer);
+  if (dtype === 'bfloat16') {
+    for (let i = 0; i < bits.length; i++) u[i] = bits[i] << 16;
+    return out;
+  }
+  for (let i = 0; i < bits.length; i++) {
+    const h = bits[i];
+    const e = (h >> 10) & 31;
+    const m = h & 1023;
+    const v =
+      e === 0 ? m * 2 ** -24 : e === 31 ? (m ? Number.NaN : Infinity) : (1 + m / 1024) * 2 ** (e - 15);
+    out[i] = h & 0x8000 ? -v : v;
+  }
+  return out;
+}
+
+// ||a - b|| / ||b||, NaN-poisoned.
+function relErr(a: Float32Array, b: Float32Array): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+}
 
 // Fast N(0, 1) bit patterns: a table of 65536 Box-Muller draws indexed by a xorshift stream.
 function randomTensor(dtype: DType, shape: number[], seed: number): HostTensor {
@@ -121,11 +152,35 @@ async function profile(be: CudaBackend): Promise<void> {
   await be.dispose();
 }
 
+// --profile-bwd: one backward (bfloat16, d = 128, s = 4096, full) with the default two passes, then
+// the fused kernel ordered (variant 1) and unordered (variant 2), for Nsight Compute
+// (cuda-run.sh profile-bwd).
+async function profileBackward(be: CudaBackend): Promise<void> {
+  const d = 128;
+  const s = 4096;
+  const shape = [16384 / s, s, 2048 / d, d];
+  const [q, k, v, dout] = await Promise.all(
+    [41, 42, 43, 44].map(
+      async (seed) => (await be.upload(randomTensor('bfloat16', shape, seed))) as DeviceTensor,
+    ),
+  );
+  const r = await be.forward(q, k, v, { returnLse: true });
+  for (const variant of [0, 1, 2]) {
+    be.configure({ variant });
+    const g = await be.backward(dout, q, k, v, r.out, r.lse as DeviceTensor, {});
+    console.log(`profile backward variant ${variant}: ${be.lastPlan?.kernel}`);
+    for (const t of [g.dq, g.dk, g.dv]) be.free(t);
+  }
+  for (const t of [q, k, v, dout, r.out, r.lse as DeviceTensor]) be.free(t);
+  await be.dispose();
+}
+
 async function main(): Promise<void> {
   mkdirSync(outDir, { recursive: true });
   const be: CudaBackend = await createCudaBackend();
   console.log(`device: ${JSON.stringify(be.device)}`);
   if (process.argv.includes('--profile')) return profile(be);
+  if (process.argv.includes('--profile-bwd')) return profileBackward(be);
 
   // Copy bandwidth (bytes read + bytes written per second).
   const copyBytes = 2 ** 30;
@@ -155,20 +210,22 @@ async function main(): Promise<void> {
         const [q, k, v, dout] = [Q, K, V, dO].map((t) => be.view(t, shape));
         for (const causal of [false, true]) {
           const shp = { batch: b, headsQ: hq, seqQ: s, seqK: s, headDim: d, causal };
-          const f = await be.timeForward(q, k, v, { causal }, { warmup: 3, iters });
-          record({
-            what: 'forward',
-            dtype,
-            d,
-            s,
-            b,
-            hq,
-            causal,
-            ms: f.median,
-            tflops: forwardFlops(shp) / (f.median * 1e-3) / 1e12,
-            kernel: f.kernel,
-            spread: spreadOf(f.ms),
-          });
+          if (!backwardOnly) {
+            const f = await be.timeForward(q, k, v, { causal }, { warmup: 3, iters });
+            record({
+              what: 'forward',
+              dtype,
+              d,
+              s,
+              b,
+              hq,
+              causal,
+              ms: f.median,
+              tflops: forwardFlops(shp) / (f.median * 1e-3) / 1e12,
+              kernel: f.kernel,
+              spread: spreadOf(f.ms),
+            });
+          }
           const r = await be.forward(q, k, v, { causal, returnLse: true });
           const g = await be.timeBackward(
             dout,
@@ -206,7 +263,7 @@ async function main(): Promise<void> {
         const hq = HIDDEN / d;
         const [q, k, v] = [Q, K, V].map((t) => be.view(t, [b, s, hq, d]));
         for (const causal of [false, true]) {
-          for (const variant of d === 128 ? [0, 1, 2, 3] : [0, 2, 3]) {
+          for (const variant of backwardOnly ? [] : d === 128 ? [0, 1, 2, 3] : [0, 2, 3]) {
             be.configure({ variant });
             try {
               const f = await be.timeForward(q, k, v, { causal }, { warmup: 3, iters });
@@ -230,43 +287,76 @@ async function main(): Promise<void> {
           }
           be.configure({ variant: 0 });
         }
-        // Backward: the default (double-buffered) schedule against variant 1 (unpipelined).
+        // Backward: the default (two passes) against the fused kernel: variant 1 (ordered dQ), 2
+        // (unordered atomics), 3 (ordered, 8 warps) and 4 (unordered, 8 warps); 5: the two passes
+        // with run 10's kernels.
         const dO4 = be.view(dO, [b, s, hq, d]);
-        const r = await be.forward(q, k, v, { returnLse: true });
-        for (const variant of [0, 1]) {
-          be.configure({ variant });
-          const g = await be.timeBackward(
-            dO4,
-            q,
-            k,
-            v,
-            r.out,
-            r.lse as DeviceTensor,
-            {},
-            { warmup: 2, iters },
-          );
-          const shp = { batch: b, headsQ: hq, seqQ: s, seqK: s, headDim: d, causal: false };
-          record({
-            what: 'bwd-variant',
-            dtype,
-            d,
-            s,
-            b,
-            hq,
-            causal: false,
-            ms: g.median,
-            tflops: backwardFlops(shp) / (g.median * 1e-3) / 1e12,
-            kernel: g.kernel,
-            variant,
-          });
+        for (const causal of [false, true]) {
+          const r = await be.forward(q, k, v, { causal, returnLse: true });
+          for (const variant of [0, 1, 2, 3, 4, 5]) {
+            be.configure({ variant });
+            const g = await be.timeBackward(
+              dO4,
+              q,
+              k,
+              v,
+              r.out,
+              r.lse as DeviceTensor,
+              { causal },
+              { warmup: 2, iters },
+            );
+            const shp = { batch: b, headsQ: hq, seqQ: s, seqK: s, headDim: d, causal };
+            record({
+              what: 'bwd-variant',
+              dtype,
+              d,
+              s,
+              b,
+              hq,
+              causal,
+              ms: g.median,
+              tflops: backwardFlops(shp) / (g.median * 1e-3) / 1e12,
+              kernel: g.kernel,
+              variant,
+              spread: spreadOf(g.ms),
+            });
+          }
+          // Checks on a shape far larger than the conformance cases (64 key blocks per query block):
+          // the deterministic kernels twice, bit for bit, and every variant against the default.
+          const grads: Record<number, Float32Array[]> = {};
+          const first: Record<number, Uint16Array[]> = {};
+          const tag = `bwd-check ${dtype} d=${d} s=${s} ${causal ? 'causal' : 'full'}`;
+          for (const variant of [0, 0, 1, 1, 2, 3, 3, 4, 5]) {
+            be.configure({ variant });
+            const gr = await be.backward(dO4, q, k, v, r.out, r.lse as DeviceTensor, { causal });
+            const host = await Promise.all([gr.dq, gr.dk, gr.dv].map((t) => be.download(t)));
+            for (const t of [gr.dq, gr.dk, gr.dv]) be.free(t);
+            const bits = host.map((h) => h.data as Uint16Array);
+            const prev = first[variant];
+            if (prev) {
+              const same = bits.every(
+                (a, i) => a.length === prev[i].length && a.every((x, j) => x === prev[i][j]),
+              );
+              console.log(`${tag}: v${variant} twice ${same ? 'bit-identical' : 'DIFFERENT'}`);
+              continue;
+            }
+            first[variant] = bits;
+            grads[variant] = bits.map((a) => bitsToF32(dtype, a));
+          }
+          for (const variant of [1, 2, 3, 4, 5]) {
+            const errs = ['dq', 'dk', 'dv'].map(
+              (n, i) => `${n} ${relErr(grads[variant][i], grads[0][i]).toExponential(2)}`,
+            );
+            console.log(`${tag}: v${variant} vs default ${errs.join(', ')}`);
+          }
+          be.configure({ variant: 0 });
+          be.free(r.out);
+          if (r.lse) be.free(r.lse);
         }
-        be.configure({ variant: 0 });
-        be.free(r.out);
-        if (r.lse) be.free(r.lse);
       }
       // The generic (CUDA-core) kernels on the same data, for reference.
       be.configure({ forceGeneric: true });
-      for (const d of [64, 128]) {
+      for (const d of backwardOnly ? [] : [64, 128]) {
         const s = 2048;
         const b = TOKENS / s;
         const hq = HIDDEN / d;
@@ -292,7 +382,7 @@ async function main(): Promise<void> {
   }
 
   // float32 (the generic kernels): one shape.
-  {
+  if (!backwardOnly) {
     const d = 128;
     const s = 2048;
     const b = 2;
@@ -322,7 +412,7 @@ async function main(): Promise<void> {
 
   // Decode: sq = 1, hq = 32, hk = 8, d = 128, bfloat16 and float16; GB/s of K and V read. The
   // default kernel first, then (bfloat16) the tuning variants and the generic CUDA-core decode.
-  for (const dtype of dtypes) {
+  for (const dtype of backwardOnly ? [] : dtypes) {
     for (const sk of [4096, 32768, 65536, 131072]) {
       const b = 1;
       const q = (await be.upload(randomTensor(dtype, [b, 1, 32, 128], 31))) as DeviceTensor;

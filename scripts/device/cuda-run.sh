@@ -2,7 +2,9 @@
 # Runs on the GPU machine, from the repository root, after scripts/device/cuda-build.sh made .device/:
 # the conformance suite (tensor-core and generic kernels), the benchmarks, and PyTorch's SDPA anchors
 # measured in the same run. Logs and JSON go to $OUT (or test-output/).
-#   scripts/device/cuda-run.sh [verify] [bench | decode] [anchor] [profile]   (default: verify bench anchor)
+#   scripts/device/cuda-run.sh [verify] [bench | bwd | decode] [anchor] [profile]   (default: verify bench anchor)
+# bwd: the backward shapes, variants and checks only (cuda-bench --backward-only). profile-bwd: Nsight
+# Compute on the backward kernels (cuda-ncu-bwd-summary.txt).
 # profile: Nsight Compute (clocks left alone) on one d = 128 forward and one decode: cuda-ncu.ncu-rep,
 # cuda-ncu.txt (details), cuda-ncu-sass.csv (per-instruction stall samples), cuda-ncu-summary.txt.
 set -uo pipefail
@@ -19,6 +21,7 @@ for step in $steps; do
   case $step in
     verify) timeout "${FA_VERIFY_TIMEOUT:-300}" node .device/cuda-verify.mjs --mode both --clones --jobs "${FA_VERIFY_JOBS:-12}" --out "$out" 2>&1 | tee "$out/cuda-verify.log" ;;
     bench) timeout "${FA_BENCH_TIMEOUT:-240}" node .device/cuda-bench.mjs --out "$out" 2>&1 | tee "$out/cuda-bench.log" ;;
+    bwd) timeout "${FA_BENCH_TIMEOUT:-240}" node .device/cuda-bench.mjs --backward-only --out "$out" 2>&1 | tee "$out/cuda-bench.log" ;;
     decode) timeout "${FA_BENCH_TIMEOUT:-240}" node .device/cuda-bench.mjs --decode-only --out "$out" 2>&1 | tee "$out/cuda-bench.log" ;;
     profile)
       timeout "${FA_PROFILE_TIMEOUT:-240}" ncu --clock-control none -k 'regex:tc_fwd_kernel|tc_decode_kernel' -c 2 --import-source no \
@@ -30,6 +33,16 @@ for step in $steps; do
       ncu -i "$out/cuda-ncu.ncu-rep" --page source --print-source sass --csv > "$out/cuda-ncu-sass.csv" 2>&1
       ncu -i "$out/cuda-ncu.ncu-rep" --page raw --csv > "$out/cuda-ncu-raw.csv" 2>&1
       python3 packages/cuda/bench/ncu_summary.py "$out/cuda-ncu-raw.csv" 2>&1 | tee "$out/cuda-ncu-summary.txt"
+      ;;
+    profile-bwd)
+      # The backward's kernels (dK/dV and dQ passes, the fused kernel ordered and unordered), same sections.
+      timeout "${FA_PROFILE_TIMEOUT:-240}" ncu --clock-control none -k 'regex:tc_bwd_dkdv_kernel|tc_bwd_dq_kernel' -c 4 --import-source no \
+        --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+        --section Occupancy --section LaunchStats --section SchedulerStats --section WarpStateStats \
+        --section InstructionStats -f -o "$out/cuda-ncu-bwd" \
+        node .device/cuda-bench.mjs --profile-bwd 2>&1 | tail -20
+      ncu -i "$out/cuda-ncu-bwd.ncu-rep" --page raw --csv > "$out/cuda-ncu-bwd-raw.csv" 2>&1
+      python3 packages/cuda/bench/ncu_summary.py "$out/cuda-ncu-bwd-raw.csv" 2>&1 | tee "$out/cuda-ncu-bwd-summary.txt"
       ;;
     anchor) timeout "${FA_ANCHOR_TIMEOUT:-240}" python3 packages/cuda/bench/sdpa_anchor.py --out "$out" 2>&1 | tee "$out/cuda-anchor.log" ;;
   esac

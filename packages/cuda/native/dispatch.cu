@@ -104,13 +104,17 @@ cudaError_t run_backward(AttnParams p, const DeviceProps& dev, const Options& op
   const bool tc = !opt.force_generic && p.dtype != F32 && tc_layout_ok(p) && p.d <= 128 && !pages_shared;
   if (tc) {
     plan->kernel = "tc";
-    // Keys no sequence reaches (padding, pages no table names) keep a zero gradient.
-    e = cudaMemsetAsync(p.dk, 0, kv_elems * esz, st);
-    if (e == cudaSuccess) e = cudaMemsetAsync(p.dv, 0, kv_elems * esz, st);
-    if (e != cudaSuccess) return e;
+    // Keys no sequence reaches (padding, pages no table names) keep a zero gradient; the kernels write
+    // every other key row, so dense K/V need no clearing (two passes over 2 * kv bytes saved).
+    if (p.seqlens_k || p.block_table || p.cu_k) {
+      e = cudaMemsetAsync(p.dk, 0, kv_elems * esz, st);
+      if (e == cudaSuccess) e = cudaMemsetAsync(p.dv, 0, kv_elems * esz, st);
+      if (e != cudaSuccess) return e;
+    }
+    e = p.dtype == F16 ? tc_backward_f16(p, has_extras(p), opt.variant, st, &scratch_bytes)
+                       : tc_backward_bf16(p, has_extras(p), opt.variant, st, &scratch_bytes);
     plan->scratch_bytes = scratch_bytes;
-    return p.dtype == F16 ? tc_backward_f16(p, has_extras(p), opt.variant, st)
-                          : tc_backward_bf16(p, has_extras(p), opt.variant, st);
+    return e;
   }
   plan->kernel = pages_shared ? "generic-serial" : "generic";
   float* dk_acc;

@@ -19,10 +19,10 @@ FA_DECLARE_GENERIC(bf16)
 // extras: softcap, ALiBi, bias or dropout are present.
 cudaError_t tc_forward_f16(const AttnParams& p, bool extras, int variant, cudaStream_t st);
 cudaError_t tc_forward_bf16(const AttnParams& p, bool extras, int variant, cudaStream_t st);
-// Backward for head dims up to 128: dK/dV (written as T, or added into float32 accumulators when
-// dk_acc is non-null) and dQ.
-cudaError_t tc_backward_f16(const AttnParams& p, bool extras, int variant, cudaStream_t st);
-cudaError_t tc_backward_bf16(const AttnParams& p, bool extras, int variant, cudaStream_t st);
+// Backward for head dims up to 128: dK, dV and dQ. Adds the scratch it takes (the fused kernel's
+// float32 dQ accumulator and counters) to *scratch.
+cudaError_t tc_backward_f16(const AttnParams& p, bool extras, int variant, cudaStream_t st, size_t* scratch);
+cudaError_t tc_backward_bf16(const AttnParams& p, bool extras, int variant, cudaStream_t st, size_t* scratch);
 
 struct DeviceProps {
   int sm_count;

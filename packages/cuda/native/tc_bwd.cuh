@@ -1,11 +1,22 @@
-// FlashAttention-2 backward on tensor cores, float16/bfloat16, head dims up to 128, deterministic:
-//  - dK/dV: one CTA per (key block, key head, batch); each warp owns 16 keys and computes S^T = K Q^T
-//    and dP^T = V dO^T with keys as the M dimension, so P^T and dS^T land in registers already laid
-//    out as A fragments for dV += P~^T dO and dK += dS^T Q. The CTA loops over every query head of its
-//    GQA group and every query block in a fixed order: no atomics.
-//  - dQ: a separate pass, one CTA per (query block, head, batch), dQ += dS K over the key blocks.
+// FlashAttention-2 backward on tensor cores, float16/bfloat16, head dims up to 128, deterministic.
+// dK/dV: one CTA per (key block, key head, batch); each warp owns 16 keys and computes S^T = K Q^T and
+// dP^T = V dO^T with keys as the M dimension, so P^T and dS^T land in registers already laid out as A
+// fragments for dV += P~^T dO and dK += dS^T Q. The CTA loops over the query blocks (last first) and,
+// inside, the query heads of its GQA group, in a fixed order: no atomics.
+//  - Default: two passes. dQ in its own kernel, one CTA per (query block, head, batch), dQ += dS K
+//    over the key blocks (7 products per block pair against FA2's 5).
+//  - Fused (FA_TUNE builds, variants 1-4; PERF.md run 11): the dK/dV CTA also computes its dQ
+//    contribution dS K (5 products). dS goes through shared memory and the CTA adds its float32 dQ
+//    tile to a scratch accumulator, either with unordered atomics or in a fixed order: one counter per
+//    (batch, head, query block) says how many key blocks have added; key block nb waits for its turn
+//    (only on key blocks of smaller linear blockIdx, dispatched before it: no deadlock), the first
+//    stores, the middle ones add, the last adds and writes dQ in the output dtype, so the sums are
+//    the same on every call (SPEC §4). Measured slower than the two passes in both forms.
 // D_i = dO_i . O_i comes from the generic dsum kernel.
 #pragma once
+#include <algorithm>
+
+#include "launch.h"
 #include "tc_common.cuh"
 
 namespace fa {
@@ -24,25 +35,66 @@ FA_DEV void tc_pair_extras(const AttnParams& p, float dot, float lse, bool allow
   w = drop_weight(p, b, h, i, j);
 }
 
+// How the dK/dV kernel treats dQ: not at all (the two-pass schedule, the default), fused with its
+// contribution added in key-block order (deterministic), or fused with unordered float atomics (what
+// the order costs). The fused forms are tuning variants only (run 11: slower than the two passes).
+enum DqMode : int { DQ_NONE = 0, DQ_ORDERED = 1, DQ_ATOMIC = 2 };
+
+FA_DEV unsigned ld_acquire_gpu(const unsigned* ptr) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(ptr) : "memory");
+  return v;
+}
+
+// 4-byte cp.async (the .ca form: .cg takes only 16 bytes); src_bytes 0 zero-fills.
+FA_DEV void cp_async4(void* smem, const void* gmem, int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem), "r"(src_bytes));
+}
+
+// Two adjacent float32 adds at L2 (no return value: RED, not ATOM); one vector RED on sm_90.
+FA_DEV void red_add2(float* ptr, float x, float y) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"(ptr), "f"(x), "f"(y) : "memory");
+#else
+  atomicAdd(ptr, x);
+  atomicAdd(ptr + 1, y);
+#endif
+}
+
+// Key blocks that contribute to the query block whose first row sees keys [lo_f, ...) and whose
+// last row sees keys [..., hi_l): a contiguous range [lo_f / BN, ceil(hi_l / BN)), empty when every
+// row of the block sees nothing. The dK/dV loop and the dQ order both use exactly this test.
+template <int BN> FA_DEV bool block_pair_live(int lo_f, int hi_l, int n0) { return hi_l > lo_f && n0 < hi_l && n0 + BN > lo_f; }
+
+// RUN11_LOOP: S^T and dP^T in one loop, lse and D by cp.async (see the kernel); a template parameter
+// so that the tuning build can time run 10's loop beside it (variant 5).
 // STAGES = 2: the next query block's Q, dO, lse and D load while this one is computed.
-template <typename T, int D, int BM, int NW, bool EXTRAS, int STAGES>
-__global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
+// DQ != DQ_NONE: dq_acc is float32 [lse rows][d] scratch, dq_sem one counter per (batch, head, query
+// block), zeroed before the launch (DQ_ORDERED).
+template <typename T, int D, int BM, int NW, bool EXTRAS, int STAGES, int DQ = DQ_NONE, bool RUN11_LOOP = true>
+__global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, float* dq_acc, unsigned* dq_sem) {
   constexpr int BN = 16 * NW;
   constexpr int NT = NW * 32;
   constexpr int NBM = BM / 8;
   constexpr int ND = D / 8;
   constexpr int NS = STAGES < 2 ? 1 : 2;
+  static_assert(DQ == DQ_NONE || (!EXTRAS && STAGES == 2), "the fused dQ is built for the plain pipelined kernel");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* Ks = reinterpret_cast<T*>(smem_raw);
   T* Vs = Ks + BN * D;
   T* Qs0 = Vs + BN * D;                                      // [NS][BM][D]
   T* dOs0 = Qs0 + NS * BM * D;                               // [NS][BM][D]
-  float* lse_s0 = reinterpret_cast<float*>(dOs0 + NS * BM * D);  // [NS][BM] log2 units; +inf = none
+  T* dSs = dOs0 + NS * BM * D;                               // [BM][BN] dS (fused dQ only)
+  constexpr int DS_ELEMS = DQ == DQ_NONE ? 0 : BM * BN;
+  float* lse_s0 = reinterpret_cast<float*>(dSs + DS_ELEMS);  // [NS][BM] raw (LSE_ASYNC) or log2, +inf = none
   float* dsum_s0 = lse_s0 + NS * BM;                         // [NS][BM]
   float* lsen_s0 = dsum_s0 + NS * BM;                        // [NS][BM] natural units (EXTRAS)
 
   check_smem_alignment(smem_raw);
-  const int nb = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z;
+  // Fused: key blocks along z, the slowest grid dimension (see tc_dkdv_launch).
+  const int nb = DQ == DQ_NONE ? blockIdx.x : blockIdx.z;
+  const int hkv = DQ == DQ_NONE ? blockIdx.y : blockIdx.x;
+  const int b = DQ == DQ_NONE ? blockIdx.z : blockIdx.y;
   const int sq = seqlen_q(p, b), sk = seqlen_k(p, b);
   const int n0 = nb * BN;
   if (n0 >= sk) return;
@@ -80,34 +132,53 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
     int lo_f, hi_f, lo_l, hi_l;
     key_range(p, m0, sq, sk, lo_f, hi_f);
     key_range(p, last, sq, sk, lo_l, hi_l);
-    if (hi_l > n0 && lo_f < n0 + BN) {
+    if (block_pair_live<BN>(lo_f, hi_l, n0)) {
       mb_lo = min(mb_lo, mb);
       mb_hi = mb + 1;
     }
   }
   const int nmb = mb_hi > mb_lo ? mb_hi - mb_lo : 0;
   const int iters = G * nmb;
-  // Loads query block `it` (head hh = it / nmb) into stage `stage`: Q and dO by cp.async, lse and D
-  // by plain stores (visible after the next barrier).
+  // Step `it` is query block mb_hi - 1 - it / G of head hkv * G + it % G: the last query block first,
+  // the heads of the group inside, so that every key block of a causal (or windowed) problem reaches a
+  // given query block at the same step and the dQ turns rarely wait.
+  auto step_mb = [&](int it) { return mb_hi - 1 - it / G; };
+  auto step_h = [&](int it) { return hkv * G + it % G; };
+  // Loads step `it` into stage `stage`: Q and dO by cp.async; lse and D by cp.async too (LSE_ASYNC,
+  // raw natural-log lse, converted where used) or by plain stores (lse in log2 units, +inf for none).
+  constexpr bool LSE_ASYNC = RUN11_LOOP && !EXTRAS && STAGES >= 2;
   auto load_q = [&](int it, int stage) {
-    const int h = hkv * G + it / nmb;
-    const int m0 = (mb_lo + it % nmb) * BM;
+    const int h = step_h(it);
+    const int m0 = step_mb(it) * BM;
     // Strided loads (tc_load_tile_strided): the per-chunk index arithmetic was most of the loop's
     // non-mma instructions in the forward (run 4).
     const long long qo = q_off(p, b, m0, h);
     tc_load_tile_strided<T, D, NT, BM>(Qs0 + stage * BM * D, sq - m0, d, qbase + qo, p.q_ss);
     tc_load_tile_strided<T, D, NT, BM>(dOs0 + stage * BM * D, sq - m0, d, obase + qo, p.q_ss);
-    for (int r = tid; r < BM; r += NT) {
-      const int i = m0 + r;
-      float lse = -INFINITY, ds = 0.f;
-      if (i < sq) {
-        const long long li = lse_idx(p, b, h, i);
-        lse = p.lse_in[li];
-        ds = p.dsum[li];
+    if constexpr (LSE_ASYNC) {
+      // Raw lse and D by cp.async with the tiles (rows past the end zero-filled: their Q and dO rows are
+      // zero too, so they add nothing); the plain loads below made warp 0 wait for two global loads
+      // on every step while the other warps went ahead to the next barrier (run 11).
+      for (int r = tid; r < BM; r += NT) {
+        const int i = m0 + r;
+        const bool ok = i < sq;
+        const long long li = ok ? lse_idx(p, b, h, i) : 0;
+        cp_async4(lse_s0 + stage * BM + r, p.lse_in + li, ok ? 4 : 0);
+        cp_async4(dsum_s0 + stage * BM + r, p.dsum + li, ok ? 4 : 0);
       }
-      lse_s0[stage * BM + r] = lse == -INFINITY ? INFINITY : lse * LOG2E;
-      lsen_s0[stage * BM + r] = lse;
-      dsum_s0[stage * BM + r] = ds;
+    } else {
+      for (int r = tid; r < BM; r += NT) {
+        const int i = m0 + r;
+        float lse = -INFINITY, ds = 0.f;
+        if (i < sq) {
+          const long long li = lse_idx(p, b, h, i);
+          lse = p.lse_in[li];
+          ds = p.dsum[li];
+        }
+        lse_s0[stage * BM + r] = lse == -INFINITY ? INFINITY : lse * LOG2E;
+        lsen_s0[stage * BM + r] = lse;
+        dsum_s0[stage * BM + r] = ds;
+      }
     }
   };
   if (STAGES >= 2 && iters > 0) load_q(0, 0);
@@ -126,27 +197,44 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
     }
   }
 
+  const int nmb_grid = (p.seq_q + BM - 1) / BM;
+  unsigned* release = nullptr;  // the counter this CTA still has to advance (DQ_ORDERED)
   for (int it = 0; it < iters; it++) {
-    const int hh = it / nmb;
-    const int h = hkv * G + hh;
-    const int m0 = (mb_lo + it % nmb) * BM;
+    const int h = step_h(it);
+    const int mb = step_mb(it);
+    const int m0 = mb * BM;
     const int stage = STAGES >= 2 ? (it & 1) : 0;
     const T* Qs = Qs0 + stage * BM * D;
     const T* dOs = dOs0 + stage * BM * D;
     const float* lse_s = lse_s0 + stage * BM;
     const float* dsum_s = dsum_s0 + stage * BM;
     const float* lsen_s = lsen_s0 + stage * BM;
-    bool need_mask;
+    bool need_mask, live;
+    int dq_rank, dq_count;  // this key block's place among the query block's contributors
     {
       const int last = min(m0 + BM, sq) - 1;
       int lo_f, hi_f, lo_l, hi_l;
       key_range(p, m0, sq, sk, lo_f, hi_f);
       key_range(p, last, sq, sk, lo_l, hi_l);
       need_mask = EXTRAS || !(n0 >= lo_l && n0 + BN <= hi_f);
+      live = block_pair_live<BN>(lo_f, hi_l, n0);
+      dq_rank = nb - lo_f / BN;
+      dq_count = (hi_l + BN - 1) / BN - lo_f / BN;
     }
     if constexpr (STAGES >= 2) {
       cp_async_wait<0>();
       __syncthreads();  // block it in place; every warp is done with the other stage
+      if constexpr (DQ == DQ_ORDERED) {
+        // The previous step's dQ adds (every thread's, ordered before this barrier) are published by
+        // one fence and one increment: the release half of the turn, without a barrier of its own.
+        // Run 11 (second device run) moved it one barrier later so that the fence would find the adds
+        // completed: 6 % slower. The next key block's wait is what counts.
+        if (tid == 0 && release) {
+          __threadfence();
+          atomicAdd(release, 1u);
+        }
+        release = nullptr;
+      }
       if (it + 1 < iters) load_q(it + 1, stage ^ 1);
       cp_async_commit();
     } else {
@@ -157,20 +245,28 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
       __syncthreads();
     }
     {
-      // S^T = K Q^T (rows: this warp's 16 keys; columns: BM queries).
-      float st[NBM][4];
+      // S^T = K Q^T (rows: this warp's 16 keys; columns: BM queries), and with SDP dP^T = V dO^T in
+      // the same loop: alone, each product is NBM accumulator chains D / 16 deep, too few independent
+      // mma for 2 warps per scheduler (Nsight, run 11: HMMA pipe 41 % busy in this kernel, "wait" the
+      // largest stall; the dQ pass, which interleaves its S and dP, 52 %).
+      constexpr bool SDP = RUN11_LOOP && !EXTRAS;
+      float st[NBM][4], dpt[NBM][4];
 #pragma unroll
       for (int nt = 0; nt < NBM; nt++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) st[nt][e] = 0.f;
+        for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.f;
 #pragma unroll
       for (int ks = 0; ks < D / 16; ks++) {
-        uint32_t a[4];
+        uint32_t a[4], a2[4];
         if constexpr (KREG) {
 #pragma unroll
-          for (int e = 0; e < 4; e++) a[e] = ka[ks][e];
+          for (int e = 0; e < 4; e++) {
+            a[e] = ka[ks][e];
+            if constexpr (SDP) a2[e] = va[ks][e];
+          }
         } else {
           ld_a<D>(a, Ks, warp * 16, ks, lane);
+          if constexpr (SDP) ld_a<D>(a2, Vs, warp * 16, ks, lane);
         }
 #pragma unroll
         for (int nt = 0; nt < NBM; nt += 2) {
@@ -178,10 +274,25 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
           ld_b<D>(bb, Qs, nt * 8, ks, lane);
           mma16816<T>(st[nt], a, bb);
           mma16816<T>(st[nt + 1], a, bb + 2);
+          if constexpr (SDP) {
+            uint32_t bo[4];
+            ld_b<D>(bo, dOs, nt * 8, ks, lane);
+            mma16816<T>(dpt[nt], a2, bo);
+            mma16816<T>(dpt[nt + 1], a2, bo + 2);
+          }
         }
       }
       // P^T (float32, in place); EXTRAS keeps each pair's dropout weight and softcap slope.
       float wv[EXTRAS ? NBM : 1][4], sl[EXTRAS ? NBM : 1][4];
+      // This thread's 2 * NBM query columns' lse in log2 units; -inf (a row that sees nothing) -> +inf.
+      float l2[NBM][2];
+#pragma unroll
+      for (int nt = 0; nt < NBM; nt++)
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+          const float lr = lse_s[nt * 8 + tq * 2 + u];
+          l2[nt][u] = LSE_ASYNC ? (lr == -INFINITY ? INFINITY : lr * LOG2E) : lr;
+        }
 #pragma unroll
       for (int nt = 0; nt < NBM; nt++)
 #pragma unroll
@@ -195,7 +306,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
             tc_pair_extras(p, st[nt][e], lsen_s[ic], i < sq && j >= lo && j < hi, b, h, i, j, off, P, sl[nt][e],
                            wv[nt][e]);
           } else {
-            P = exp2_approx(st[nt][e] * scale_log2 - lse_s[ic]);
+            P = exp2_approx(st[nt][e] * scale_log2 - l2[nt][e & 1]);
           }
           st[nt][e] = P;
         }
@@ -237,14 +348,9 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
           mma16816<T>(dv[dt + 1], a, bb + 2);
         }
       }
-      // dP^T = V dO^T.
-      float dpt[NBM][4];
+      // dP^T = V dO^T (here unless computed with S^T above).
 #pragma unroll
-      for (int nt = 0; nt < NBM; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) dpt[nt][e] = 0.f;
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ks++) {
+      for (int ks = 0; ks < (SDP ? 0 : D / 16); ks++) {
         uint32_t a[4];
         if constexpr (KREG) {
 #pragma unroll
@@ -272,6 +378,14 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
             st[nt][e] = st[nt][e] * (dpt[nt][e] - dsum_s[ic]);
           }
         }
+      if constexpr (DQ != DQ_NONE) {
+        // dS (rounded to T, as dK uses it) into shared memory as [query][key] for dQ += dS K.
+#pragma unroll
+        for (int nt = 0; nt < NBM; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++)
+            dSs[swz<BN>(nt * 8 + tq * 2 + (e & 1), warp * 16 + g + 8 * (e >> 1))] = from_f<T>(st[nt][e]);
+      }
       // dK += dS^T Q.
 #pragma unroll
       for (int kk = 0; kk < BM / 16; kk++) {
@@ -285,6 +399,84 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
           mma16816<T>(dk[dt + 1], a, bb + 2);
         }
       }
+    }
+    if constexpr (DQ != DQ_NONE) {
+      if (live) {
+        __syncthreads();  // dS complete
+        // dQ tile (BM x D) = dS (BM x BN) K (BN x D): warps WM along the rows, WN along the columns.
+        constexpr int WM = BM / 16;
+        constexpr int WN = NW / WM;
+        constexpr int NDW = ND / WN;
+        static_assert(NW % WM == 0 && NDW % 2 == 0, "dQ warp tiling");
+        const int wm = warp % WM, wn = warp / WM;
+        float dqp[NDW][4];
+#pragma unroll
+        for (int dt = 0; dt < NDW; dt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) dqp[dt][e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+          uint32_t a[4];
+          ld_a<BN>(a, dSs, wm * 16, kk, lane);
+#pragma unroll
+          for (int dt = 0; dt < NDW; dt += 2) {
+            uint32_t bb[4];
+            ld_bt<D>(bb, Ks, kk, wn * NDW + dt, lane);
+            mma16816<T>(dqp[dt], a, bb);
+            mma16816<T>(dqp[dt + 1], a, bb + 2);
+          }
+        }
+        // The acquire half of the turn: wait until the dq_rank key blocks before this one have added.
+        // After the product, so that the next key block waits only for the adds.
+        unsigned* cnt = dq_sem + ((long long)(b * p.hq + h) * nmb_grid + mb);
+        if constexpr (DQ == DQ_ORDERED) {
+          if (dq_rank > 0) {
+            if (tid == 0)
+              while (ld_acquire_gpu(cnt) < (unsigned)dq_rank) {
+              }
+            __syncthreads();
+          }
+        }
+        // The first contributor stores, the middle ones add at L2, the last adds what is there to its
+        // own tile and writes dQ (times the scale) in the output dtype. One order on every call.
+        const bool first = dq_rank == 0, lastc = dq_rank + 1 == dq_count;
+        T* dqb = static_cast<T*>(p.dq);
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+          const int i = m0 + wm * 16 + g + 8 * hf;
+          if (i >= sq) continue;
+          float* arow = dq_acc + lse_idx(p, b, h, i) * d;
+          T* orow = dqb + q_off(p, b, i, h);
+#pragma unroll
+          for (int dt = 0; dt < NDW; dt++) {
+            const int c = (wn * NDW + dt) * 8 + tq * 2;
+            if (c >= d) continue;
+            const float x = dqp[dt][2 * hf], y = dqp[dt][2 * hf + 1];
+            if constexpr (DQ == DQ_ATOMIC) {
+              red_add2(arow + c, x, y);
+            } else if (first && lastc) {
+              *reinterpret_cast<uint32_t*>(orow + c) = pack2<T>(x * p.scale, y * p.scale);
+            } else if (first) {
+              __stcg(reinterpret_cast<float2*>(arow + c), make_float2(x, y));
+            } else if (lastc) {
+              const float2 o = __ldcg(reinterpret_cast<const float2*>(arow + c));
+              *reinterpret_cast<uint32_t*>(orow + c) = pack2<T>((o.x + x) * p.scale, (o.y + y) * p.scale);
+            } else {
+              red_add2(arow + c, x, y);
+            }
+          }
+        }
+        if constexpr (DQ == DQ_ORDERED) {
+          if (!lastc) release = cnt;
+        }
+      }
+    }
+  }
+  if constexpr (DQ == DQ_ORDERED) {
+    __syncthreads();
+    if (tid == 0 && release) {
+      __threadfence();
+      atomicAdd(release, 1u);
     }
   }
   cp_async_wait<0>();
@@ -308,13 +500,18 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p) {
 }
 
 // STAGES = 2: the next key block's K and V load while this one is computed.
+// STAGES = 3 (run 11): a 3-stage K/V ring, and each key block's dQ product (dS K) issued inside the
+// next block's S / dP loop, so that two independent mma streams interleave (dS kept as packed A
+// fragments, 8 registers; the previous block's K stays in its stage).
 template <typename T, int D, int BN, int NW, bool EXTRAS, int STAGES>
 __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
   constexpr int BM = 16 * NW;
   constexpr int NT = NW * 32;
   constexpr int NBN = BN / 8;
   constexpr int ND = D / 8;
-  constexpr int NS = STAGES < 2 ? 1 : 2;
+  constexpr int NS = STAGES < 2 ? 1 : STAGES;
+  constexpr bool DEFER = STAGES >= 3;
+  static_assert(!DEFER || ((BN / 16) * (ND / 2)) % (D / 16) == 0, "whole dQ units per k step");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* Qs = reinterpret_cast<T*>(smem_raw);
   T* dOs = Qs + BM * D;
@@ -401,15 +598,25 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
       }
     }
   }
+  // DEFER: the previous block's dS (packed A fragments, zero before the first block) and K stage.
+  uint32_t dsa[DEFER ? BN / 16 : 1][4];
+#pragma unroll
+  for (int kk = 0; kk < (DEFER ? BN / 16 : 1); kk++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) dsa[kk][e] = 0u;
+  const T* Kprev = Ks0;
   for (int nb = nb_lo; nb < nb_hi; nb++) {
     const int j0 = nb * BN;
-    const int stage = STAGES >= 2 ? (nb - nb_lo) & 1 : 0;
+    const int stage = STAGES >= 2 ? (nb - nb_lo) % NS : 0;
     const T* Ks = Ks0 + stage * BN * D;
     const T* Vs = Vs0 + stage * BN * D;
+    if (nb == nb_lo) Kprev = Ks;  // dsa is zero: any loaded tile will do
     if constexpr (STAGES >= 2) {
       cp_async_wait<0>();
-      __syncthreads();  // block nb in place; every warp is done with the other stage
-      if (nb + 1 < nb_hi) load_kv(nb + 1, stage ^ 1);
+      // Block nb in place; every warp is done with the stage the next load overwrites (with DEFER, the
+      // one two blocks back: the previous block's K is still read by its deferred dQ product).
+      __syncthreads();
+      if (nb + 1 < nb_hi) load_kv(nb + 1, (stage + 1) % NS);
       cp_async_commit();
     } else {
       __syncthreads();  // the previous K / V are no longer read
@@ -448,6 +655,19 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
         mma16816<T>(dp[nt], a2, bv);
         mma16816<T>(dp[nt + 1], a2, bv + 2);
       }
+      if constexpr (DEFER) {
+        // The previous block's dQ += dS K, a share per k step.
+        constexpr int UPK = (BN / 16) * (ND / 2) / (D / 16);
+#pragma unroll
+        for (int q = 0; q < UPK; q++) {
+          const int u = ks * UPK + q;
+          const int kk = u / (ND / 2), dt = (u % (ND / 2)) * 2;
+          uint32_t bb[4];
+          ld_bt<D>(bb, Kprev, kk, dt, lane);
+          mma16816<T>(dq[dt], dsa[kk], bb);
+          mma16816<T>(dq[dt + 1], dsa[kk], bb + 2);
+        }
+      }
     }
     // dS = P (dP w - D) slope.
 #pragma unroll
@@ -481,18 +701,37 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
           }
       }
     }
-    // dQ += dS K.
+    // dQ += dS K (DEFER: in the next block's loop, or after the last).
+    if constexpr (DEFER) {
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) {
-      uint32_t a[4];
-      acc_to_a<T>(a, s[2 * kk], s[2 * kk + 1]);
+      for (int kk = 0; kk < BN / 16; kk++) acc_to_a<T>(dsa[kk], s[2 * kk], s[2 * kk + 1]);
+      Kprev = Ks;
+    } else {
 #pragma unroll
-      for (int dt = 0; dt < ND; dt += 2) {
-        uint32_t bb[4];
-        ld_bt<D>(bb, Ks, kk, dt, lane);
-        mma16816<T>(dq[dt], a, bb);
-        mma16816<T>(dq[dt + 1], a, bb + 2);
+      for (int kk = 0; kk < BN / 16; kk++) {
+        uint32_t a[4];
+        acc_to_a<T>(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+        for (int dt = 0; dt < ND; dt += 2) {
+          uint32_t bb[4];
+          ld_bt<D>(bb, Ks, kk, dt, lane);
+          mma16816<T>(dq[dt], a, bb);
+          mma16816<T>(dq[dt + 1], a, bb + 2);
+        }
       }
+    }
+  }
+  if constexpr (DEFER) {
+    if (nb_lo < nb_hi) {
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; kk++)
+#pragma unroll
+        for (int dt = 0; dt < ND; dt += 2) {
+          uint32_t bb[4];
+          ld_bt<D>(bb, Kprev, kk, dt, lane);
+          mma16816<T>(dq[dt], dsa[kk], bb);
+          mma16816<T>(dq[dt + 1], dsa[kk], bb + 2);
+        }
     }
   }
   cp_async_wait<0>();
@@ -509,26 +748,81 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
   }
 }
 
-template <typename T, int D, int BM, int NW, bool EXTRAS, int STAGES>
-cudaError_t tc_dkdv_launch(const AttnParams& p, cudaStream_t st) {
+template <typename T, int D, int BM, int NW, bool EXTRAS, int STAGES, int DQ = DQ_NONE, bool SDP = true>
+cudaError_t tc_dkdv_launch(const AttnParams& p, cudaStream_t st, float* dq_acc = nullptr, unsigned* dq_sem = nullptr) {
   constexpr int BN = 16 * NW;
   constexpr int NS = STAGES < 2 ? 1 : 2;
-  constexpr size_t smem = (size_t)(2 * BN + 2 * NS * BM) * D * sizeof(T) + 3 * NS * BM * sizeof(float);
-  auto kern = tc_bwd_dkdv_kernel<T, D, BM, NW, EXTRAS, STAGES>;
+  constexpr size_t smem = (size_t)(2 * BN + 2 * NS * BM + (DQ == DQ_NONE ? 0 : BM * BN / D)) * D * sizeof(T) +
+                          3 * NS * BM * sizeof(float);
+  static_assert(DQ == DQ_NONE || (BM * BN) % D == 0, "dS tile in whole rows of D");
+  auto kern = tc_bwd_dkdv_kernel<T, D, BM, NW, EXTRAS, STAGES, DQ, SDP>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
   }
-  dim3 grid((unsigned)((p.seq_k + BN - 1) / BN), (unsigned)p.hk, (unsigned)p.batch);
+  // Fused: key blocks along z, the slowest dimension. The blocks a CTA waits for (same head and batch,
+  // smaller nb) have smaller linear block indices, so they are dispatched before it: no deadlock. And
+  // the CTAs resident together are the first few key blocks of every (head, batch) rather than all the
+  // key blocks of a few, so each chain of turns has only a few links in flight at once (with key
+  // blocks along x, run 11's first two device runs: a 64-link chain per head whose lag every wave paid).
+  const unsigned nkb = (unsigned)((p.seq_k + BN - 1) / BN);
+  dim3 grid = DQ == DQ_NONE ? dim3(nkb, (unsigned)p.hk, (unsigned)p.batch) : dim3((unsigned)p.hk, (unsigned)p.batch, nkb);
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
-  kern<<<grid, NW * 32, smem, st>>>(p);
+  kern<<<grid, NW * 32, smem, st>>>(p, dq_acc, dq_sem);
   return cudaGetLastError();
+}
+
+// dQ = scale * acc in the output dtype and layout (DQ_ATOMIC only; no varlen).
+template <typename T> __global__ void __launch_bounds__(256) tc_dq_convert_kernel(AttnParams p, const float* acc) {
+  const long long n = (long long)p.batch * p.hq * p.seq_q * (p.d / 2);
+  T* dqb = static_cast<T*>(p.dq);
+  for (long long t = blockIdx.x * 256LL + threadIdx.x; t < n; t += (long long)gridDim.x * 256) {
+    const long long row = t / (p.d / 2);
+    const int c = (int)(t % (p.d / 2)) * 2;
+    const int i = (int)(row % p.seq_q);
+    const int bh = (int)(row / p.seq_q);
+    const float2 v = *reinterpret_cast<const float2*>(acc + row * p.d + c);
+    *reinterpret_cast<uint32_t*>(dqb + q_off(p, bh / p.hq, i, bh % p.hq) + c) = pack2<T>(v.x * p.scale, v.y * p.scale);
+  }
+}
+
+// The fused backward: dK, dV and dQ in one kernel, dQ through float32 scratch (rows x d x 4 bytes)
+// plus one counter per (batch, head, query block).
+template <typename T, int D, int BM, int NW, int DQ>
+cudaError_t tc_fused_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_bytes) {
+  Scratch scratch(st);
+  const long long rows = p.cu_q ? (long long)p.hq * p.total_q : (long long)p.batch * p.hq * p.seq_q;
+  const long long nsem = (long long)p.batch * p.hq * ((p.seq_q + BM - 1) / BM);
+  const size_t acc_bytes = (size_t)std::max<long long>(rows * p.d, 1) * sizeof(float);
+  const size_t sem_bytes = (size_t)std::max<long long>(nsem, 1) * sizeof(unsigned);
+  float* acc = static_cast<float*>(scratch.alloc(acc_bytes));
+  unsigned* sem = static_cast<unsigned*>(scratch.alloc(sem_bytes));
+  if (!acc || !sem) return scratch.err;
+  *scratch_bytes += acc_bytes + sem_bytes;
+  cudaError_t e = cudaSuccess;
+  if constexpr (DQ == DQ_ORDERED) {
+    e = cudaMemsetAsync(sem, 0, sem_bytes, st);
+    // Rows that see no key at all get dQ = 0 from no key block; only these shapes can have them.
+    const bool untouched = p.cu_q || p.cu_k || p.seqlens_k || p.block_table || p.seq_q > p.seq_k;
+    if (e == cudaSuccess && untouched)
+      e = cudaMemsetAsync(p.dq, 0, (size_t)p.total_q * p.hq * p.d * sizeof(T), st);
+  } else {
+    e = cudaMemsetAsync(acc, 0, acc_bytes, st);
+  }
+  if (e == cudaSuccess) e = tc_dkdv_launch<T, D, BM, NW, false, 2, DQ>(p, st, acc, sem);
+  if constexpr (DQ == DQ_ATOMIC) {
+    if (e == cudaSuccess && rows > 0) {
+      tc_dq_convert_kernel<T><<<264, 256, 0, st>>>(p, acc);
+      e = cudaGetLastError();
+    }
+  }
+  return e;
 }
 
 template <typename T, int D, int BN, int NW, bool EXTRAS, int STAGES>
 cudaError_t tc_dq_launch(const AttnParams& p, cudaStream_t st) {
   constexpr int BM = 16 * NW;
-  constexpr int NS = STAGES < 2 ? 1 : 2;
+  constexpr int NS = STAGES < 2 ? 1 : STAGES;
   constexpr size_t smem = (size_t)(2 * NS * BN + 2 * BM) * D * sizeof(T);
   auto kern = tc_bwd_dq_kernel<T, D, BN, NW, EXTRAS, STAGES>;
   if (smem > 48 * 1024) {
@@ -541,30 +835,59 @@ cudaError_t tc_dq_launch(const AttnParams& p, cudaStream_t st) {
   return cudaGetLastError();
 }
 
-// The pipelined schedule (STAGES = 2) at both head dims. variant 1 (FA_TUNE builds): the unpipelined
-// one, for comparison. At d = 64 it was 5 % ahead in runs 7 and 8, but with K, V, Q and dO fragments
-// in registers (run 9) the pipelined one leads by 4.5 % (197.0 against 188.5 TFLOP/s, s = 4096).
-template <typename T, bool EXTRAS> cudaError_t tc_backward_t(const AttnParams& p, int variant, cudaStream_t st) {
+// The default at both head dims: two passes (dK/dV, then dQ), each pipelined (STAGES = 2). The fused
+// kernel (one pass, 5 products per block pair) measured slower in run 11 (d = 128, s = 4096, full:
+// 6.91 ms two passes; fused with the ordered dQ 10.07 ms with 4 warps, 8.94 with 8; with unordered
+// atomics 7.90 and 7.40), so it is built only into FA_TUNE builds, as variants: 1 fused, ordered dQ
+// (deterministic); 2 fused, unordered atomics (what the order costs; not deterministic); 3 and 4 the
+// same with 8 warps (128-key blocks: half the dQ reductions). 2 and 4 fall back to 1 and 3 for varlen.
+// Variant 5: run 10's two passes (no S^T / dP^T interleave, no cp.async of lse / D, no deferred dQ).
+template <typename T, bool EXTRAS>
+cudaError_t tc_backward_t(const AttnParams& p, int variant, cudaStream_t st, size_t* scratch_bytes) {
   (void)variant;
+  (void)scratch_bytes;
   cudaError_t e;
 #ifdef FA_TUNE
-  if constexpr (!EXTRAS) if (variant == 1) {
-    if (p.d <= 64) {
-      e = tc_dkdv_launch<T, 64, 64, 4, EXTRAS, 1>(p, st);
-      if (e == cudaSuccess) e = tc_dq_launch<T, 64, 32, 4, EXTRAS, 1>(p, st);
-    } else {
-      e = tc_dkdv_launch<T, 128, 32, 4, EXTRAS, 1>(p, st);
-      if (e == cudaSuccess) e = tc_dq_launch<T, 128, 32, 4, EXTRAS, 1>(p, st);
+  if constexpr (!EXTRAS) {
+    const bool atomic = !p.cu_q;
+    switch (variant) {
+      case 1:
+        return p.d <= 64 ? tc_fused_launch<T, 64, 64, 4, DQ_ORDERED>(p, st, scratch_bytes)
+                         : tc_fused_launch<T, 128, 32, 4, DQ_ORDERED>(p, st, scratch_bytes);
+      case 2:
+        if (atomic)
+          return p.d <= 64 ? tc_fused_launch<T, 64, 64, 4, DQ_ATOMIC>(p, st, scratch_bytes)
+                           : tc_fused_launch<T, 128, 32, 4, DQ_ATOMIC>(p, st, scratch_bytes);
+        return p.d <= 64 ? tc_fused_launch<T, 64, 64, 4, DQ_ORDERED>(p, st, scratch_bytes)
+                         : tc_fused_launch<T, 128, 32, 4, DQ_ORDERED>(p, st, scratch_bytes);
+      case 3:
+        return p.d <= 64 ? tc_fused_launch<T, 64, 64, 8, DQ_ORDERED>(p, st, scratch_bytes)
+                         : tc_fused_launch<T, 128, 32, 8, DQ_ORDERED>(p, st, scratch_bytes);
+      case 4:
+        if (atomic)
+          return p.d <= 64 ? tc_fused_launch<T, 64, 64, 8, DQ_ATOMIC>(p, st, scratch_bytes)
+                           : tc_fused_launch<T, 128, 32, 8, DQ_ATOMIC>(p, st, scratch_bytes);
+        return p.d <= 64 ? tc_fused_launch<T, 64, 64, 8, DQ_ORDERED>(p, st, scratch_bytes)
+                         : tc_fused_launch<T, 128, 32, 8, DQ_ORDERED>(p, st, scratch_bytes);
+      case 5:  // run 10's two passes (dK/dV: S^T and dP^T apart, lse and D by plain loads; dQ: 2 stages)
+        e = p.d <= 64 ? tc_dkdv_launch<T, 64, 64, 4, false, 2, DQ_NONE, false>(p, st)
+                      : tc_dkdv_launch<T, 128, 32, 4, false, 2, DQ_NONE, false>(p, st);
+        if (e == cudaSuccess)
+          e = p.d <= 64 ? tc_dq_launch<T, 64, 32, 4, false, 2>(p, st) : tc_dq_launch<T, 128, 32, 4, false, 2>(p, st);
+        return e;
+      default: break;
     }
-    return e;
   }
 #endif
+  // dQ pass: 3 stages with the deferred dQ product, except the EXTRAS kernel (already at 168
+  // registers with its per-pair modifiers).
+  constexpr int DQS = EXTRAS ? 2 : 3;
   if (p.d <= 64) {
     e = tc_dkdv_launch<T, 64, EXTRAS ? 32 : 64, 4, EXTRAS, 2>(p, st);
-    if (e == cudaSuccess) e = tc_dq_launch<T, 64, 32, 4, EXTRAS, 2>(p, st);
+    if (e == cudaSuccess) e = tc_dq_launch<T, 64, 32, 4, EXTRAS, DQS>(p, st);
   } else {
     e = tc_dkdv_launch<T, 128, 32, 4, EXTRAS, 2>(p, st);
-    if (e == cudaSuccess) e = tc_dq_launch<T, 128, 32, 4, EXTRAS, 2>(p, st);
+    if (e == cudaSuccess) e = tc_dq_launch<T, 128, 32, 4, EXTRAS, DQS>(p, st);
   }
   return e;
 }
@@ -573,7 +896,7 @@ template <typename T, bool EXTRAS> cudaError_t tc_backward_t(const AttnParams& p
 
 #define FA_INSTANTIATE_TC_BWD(T, NAME)                                                    \
   namespace fa {                                                                         \
-  cudaError_t tc_backward_##NAME(const AttnParams& p, bool extras, int variant, cudaStream_t st) { \
-    return extras ? tc_backward_t<T, true>(p, variant, st) : tc_backward_t<T, false>(p, variant, st); \
+  cudaError_t tc_backward_##NAME(const AttnParams& p, bool extras, int variant, cudaStream_t st, size_t* scratch) { \
+    return extras ? tc_backward_t<T, true>(p, variant, st, scratch) : tc_backward_t<T, false>(p, variant, st, scratch); \
   }                                                                                      \
   }
