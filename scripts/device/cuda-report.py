@@ -89,11 +89,34 @@ def main():
                 out.append(f"| {r['s']} | {r.get('variant', 0)} | {r['ms']:.3f} | {r['gbs']:.0f} | "
                            f"{100 * r['gbs'] / bench['copyGBs']:.0f} % | {r['kernel']} |")
         out.append("")
+    rep = [r for r in bench["rows"] if r["what"].startswith("decode-repeat")]
+    if rep:
+        out.append("Decode repeatability (bfloat16, three calls of the default and one of variant 3): "
+                   + "; ".join(f"sk = {r['s']}: {'bit-identical' if r['what'] == 'decode-repeat' else 'DIFFERENT'} "
+                               f"({r['kernel']})" for r in rep))
+        out.append("")
+    # d = 64 forward variants at several lengths (run 12 on): one row per shape, one column per variant.
+    v64 = [r for r in bench["rows"] if r["what"] == "fwd-variant" and r["d"] == 64]
+    if v64 and len({r["s"] for r in v64}) > 1:
+        vs = sorted({r.get("variant", 0) for r in v64})
+        out.append("**d = 64 forward variants** (bfloat16, TFLOP/s; variant 0 = the default)")
+        out.append("")
+        out.append("| s | mask | " + " | ".join(f"v{v}" for v in vs) + " |")
+        out.append("| --- | --- | " + " | ".join("---" for _ in vs) + " |")
+        cells = {}
+        for r in v64:
+            cells[(r["s"], r["causal"], r.get("variant", 0))] = r["tflops"]
+        for s_, c_ in sorted({(r["s"], r["causal"]) for r in v64}):
+            out.append(f"| {s_} | {'causal' if c_ else 'full'} | "
+                       + " | ".join(f"{cells[(s_, c_, v)]:.0f}" if (s_, c_, v) in cells else "-" for v in vs) + " |")
+        out.append("")
     out.append("**Variants and other paths** (bfloat16, s = 4096 unless noted)")
     out.append("")
     out.append("| what | d | s | mask | variant | ms | TFLOP/s | kernel |")
     out.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in bench["rows"]:
+        if r["what"] == "fwd-variant" and r["d"] == 64 and v64 and len({x["s"] for x in v64}) > 1:
+            continue
         if r["what"] in ("fwd-variant", "bwd-variant", "fwd-generic") or r["dtype"] == "float32":
             name = r["what"] if r["dtype"] != "float32" else "forward float32"
             out.append(f"| {name} | {r['d']} | {r['s']} | {'causal' if r['causal'] else 'full'} | {r.get('variant', '-')} | "

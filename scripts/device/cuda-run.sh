@@ -2,11 +2,14 @@
 # Runs on the GPU machine, from the repository root, after scripts/device/cuda-build.sh made .device/:
 # the conformance suite (tensor-core and generic kernels), the benchmarks, and PyTorch's SDPA anchors
 # measured in the same run. Logs and JSON go to $OUT (or test-output/).
-#   scripts/device/cuda-run.sh [verify] [bench | bwd | decode] [anchor] [profile]   (default: verify bench anchor)
+#   scripts/device/cuda-run.sh [verify] [bench | bwd | decode] [anchor] [profile] [profile-bwd] [profile-decode]
+#   (default: verify bench anchor)
 # bwd: the backward shapes, variants and checks only (cuda-bench --backward-only). profile-bwd: Nsight
 # Compute on the backward kernels (cuda-ncu-bwd-summary.txt).
 # profile: Nsight Compute (clocks left alone) on one d = 128 forward and one decode: cuda-ncu.ncu-rep,
 # cuda-ncu.txt (details), cuda-ncu-sass.csv (per-instruction stall samples), cuda-ncu-summary.txt.
+# profile-decode: Nsight Compute kernel durations of the 32k decode, its merge in the last CTA against
+# the combine kernel (cuda-ncu-decode.txt).
 set -uo pipefail
 out=${OUT:-test-output}
 mkdir -p "$out"
@@ -43,6 +46,11 @@ for step in $steps; do
         node .device/cuda-bench.mjs --profile-bwd 2>&1 | tail -20
       ncu -i "$out/cuda-ncu-bwd.ncu-rep" --page raw --csv > "$out/cuda-ncu-bwd-raw.csv" 2>&1
       python3 packages/cuda/bench/ncu_summary.py "$out/cuda-ncu-bwd-raw.csv" 2>&1 | tee "$out/cuda-ncu-bwd-summary.txt"
+      ;;
+    profile-decode)
+      timeout "${FA_PROFILE_TIMEOUT:-240}" ncu --clock-control none -k 'regex:tc_decode_kernel|combine_kernel' \
+        --metrics gpu__time_duration.sum node .device/cuda-bench.mjs --profile-decode > "$out/cuda-ncu-decode.txt" 2>&1
+      grep -E "tc_decode_kernel|combine_kernel|gpu__time_duration" "$out/cuda-ncu-decode.txt"
       ;;
     anchor) timeout "${FA_ANCHOR_TIMEOUT:-240}" python3 packages/cuda/bench/sdpa_anchor.py --out "$out" 2>&1 | tee "$out/cuda-anchor.log" ;;
   esac

@@ -251,6 +251,35 @@ class Context : public Napi::ObjectWrap<Context> {
     peak_bytes_ = std::max(peak_bytes_, live_bytes_);
   }
 
+  // The tensor-core decode's arrival counters (AttnParams::split_count): one per (batch, key head),
+  // zeroed once when the array grows; every decode leaves them at zero again, and calls on this
+  // stream run one after another, so no memset per call. Not in live_bytes_ (4 bytes per key head).
+  unsigned int* split_count_ = nullptr;
+  long long split_count_len_ = 0;
+
+  void bind_split_count(fa::AttnParams& p) {
+    const long long need = (long long)p.batch * p.hk;
+    if (need > split_count_len_) {
+      const long long n = std::max<long long>(need, 256);
+      if (split_count_) cudaFreeAsync(split_count_, stream_);
+      split_count_ = nullptr;
+      split_count_len_ = 0;
+      void* ptr = nullptr;
+      check(cudaMallocAsync(&ptr, (size_t)n * sizeof(unsigned int), stream_), "cudaMallocAsync");
+      check(cudaMemsetAsync(ptr, 0, (size_t)n * sizeof(unsigned int), stream_), "cudaMemset");
+      split_count_ = static_cast<unsigned int*>(ptr);
+      split_count_len_ = n;
+    }
+    p.split_count = split_count_;
+    p.split_count_len = split_count_len_;
+  }
+
+  void release_split_count() {
+    if (split_count_) cudaFreeAsync(split_count_, stream_);
+    split_count_ = nullptr;
+    split_count_len_ = 0;
+  }
+
   void release(uint32_t id) {
     auto it = bufs_.find(id);
     if (it == bufs_.end()) return;
@@ -311,6 +340,7 @@ class Context : public Napi::ObjectWrap<Context> {
       cudaSetDevice(device_);
       for (auto& kv : bufs_) cudaFreeAsync(kv.second.ptr, stream_);
       bufs_.clear();
+      release_split_count();
       cudaStreamSynchronize(stream_);
       cudaStreamDestroy(stream_);
       ready_ = false;
@@ -537,6 +567,7 @@ class Context : public Napi::ObjectWrap<Context> {
           made_lse = true;
           d->p.lse = static_cast<float*>(c.bufs_[d->lse].ptr);
         }
+        c.bind_split_count(d->p);
         fa::Plan plan{};
         c.check(fa::run_forward(d->p, c.props_, d->opt, c.stream_, &plan), "forward");
         c.check(cudaStreamSynchronize(c.stream_), "forward");
@@ -628,6 +659,7 @@ class Context : public Napi::ObjectWrap<Context> {
         };
         fa::Plan plan{};
         if (!backward) {
+          c.bind_split_count(d->p);
           d->p.out = mk(d->out_bytes);
           d->p.lse = d->lse ? static_cast<float*>(mk(d->lse_bytes)) : nullptr;
         } else {
@@ -767,6 +799,7 @@ class Context : public Napi::ObjectWrap<Context> {
       if (c.ready_) {
         for (auto& kv : c.bufs_) cudaFreeAsync(kv.second.ptr, c.stream_);
         c.bufs_.clear();
+        c.release_split_count();
         c.live_bytes_ = 0;
         cudaStreamSynchronize(c.stream_);
         cudaStreamDestroy(c.stream_);

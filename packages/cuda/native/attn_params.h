@@ -44,6 +44,11 @@ struct AttnParams {
   int num_splits;
   float* o_part;
   float* lse_part;
+  // Arrival counters of the tensor-core decode, one per (batch, key head), owned by the caller's
+  // stream and zero between calls: the last split CTA of a key head to finish merges the partials
+  // and sets its counter back to zero. Null (or fewer than batch * hk): a separate combine kernel.
+  unsigned int* split_count;
+  long long split_count_len;
   // Backward.
   const void* dout;
   const float* lse_in;

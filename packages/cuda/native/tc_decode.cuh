@@ -6,7 +6,8 @@
 //
 // A CTA takes one key head and one split of the key range; its warps take interleaved key tiles, each
 // through its own cp.async ring (no CTA barrier in the loop), and merge their softmax states at the
-// end. Splits are sized so that every CTA is resident at once (one wave, no tail).
+// end. Splits are sized so that every CTA is resident at once (one wave, no tail). The last CTA of a
+// key head to finish merges the splits (since run 12; combine.cuh is kept for the tuning variants).
 #pragma once
 #include <algorithm>
 
@@ -18,7 +19,11 @@ namespace fa {
 
 constexpr int DEC_ROWS = TC_DECODE_ROWS;
 
-template <typename T, int D, int KB, int NW, int STAGES>
+// FENCE_ALL (a tuning variant): every thread runs __threadfence() (fence.sc.gpu) before the arrival
+// count, instead of one release by thread 0 after the CTA barrier (run 12). LAST_MERGE = false: no
+// merge code at all (the combine kernel merges), so that the kernel keeps run 10's 178 registers and
+// the programmatic combine's CTAs fit beside two of its CTAs per SM.
+template <typename T, int D, int KB, int NW, int STAGES, bool FENCE_ALL = false, bool LAST_MERGE = true>
 __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
   constexpr int NB = KB / 8;  // n8 tiles of S per key tile
   constexpr int ND = D / 8;   // n8 tiles of O
@@ -29,8 +34,13 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
   T* ring = Qs + DEC_ROWS * D;             // per warp: [STAGES][K, V][KB][D]
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // The combine (launched as a programmatic dependent) may start now: it waits for this whole grid
-  // with griddepcontrol.wait before reading anything, and its few small CTAs fit beside these.
+  // Launched as a programmatic dependent (sm_90, tc_decode_launch): wait here, before any global
+  // memory is read or written, for the kernel before it on the stream to finish (a no-op for a
+  // plain launch). Its CTAs and this grid's launch may overlap that kernel's end instead of
+  // following it.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  // A dependent launched after this one (the combine kernel, or the next decode) may start now: it
+  // waits with griddepcontrol.wait before touching memory.
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
   check_smem_alignment(smem_raw);
@@ -228,14 +238,16 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
     lt += __shfl_xor_sync(0xffffffffu, lt, 1);
     lt += __shfl_xor_sync(0xffffffffu, lt, 2);
     const int r = g + 8 * hf;
-    if (tq == 0) {
-      Ms[warp * DEC_ROWS + r] = m[hf];
-      Ls[warp * DEC_ROWS + r] = lt;
-    }
+    if (r < R) {  // only the packed rows that exist are read below
+      if (tq == 0) {
+        Ms[warp * DEC_ROWS + r] = m[hf];
+        Ls[warp * DEC_ROWS + r] = lt;
+      }
 #pragma unroll
-    for (int dt = 0; dt < ND; dt++)
-      *reinterpret_cast<float2*>(Os + (warp * DEC_ROWS + r) * OS + dt * 8 + tq * 2) =
-          make_float2(o[dt][2 * hf], o[dt][2 * hf + 1]);
+      for (int dt = 0; dt < ND; dt++)
+        *reinterpret_cast<float2*>(Os + (warp * DEC_ROWS + r) * OS + dt * 8 + tq * 2) =
+            make_float2(o[dt][2 * hf], o[dt][2 * hf + 1]);
+    }
   }
   __syncthreads();
 
@@ -273,15 +285,106 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
       }
     }
   }
+  // One split: done. No counters (or no merge code): combine_kernel merges.
+  if constexpr (LAST_MERGE) {
+    if (S == 1 || !p.split_count) return;
+
+    // The last of the key head's S CTAs to get here merges the partials (the last-block reduction
+    // pattern): one kernel instead of two, and no wait for the whole grid (PERF.md run 12). Which
+    // CTA is last varies; the merge does not depend on it.
+    // The flag lives in Q's tile, unread since the fragments were loaded (a static __shared__ variable
+    // would move the dynamic window off the 1 KB alignment FragAddr needs).
+    volatile unsigned int* is_last = reinterpret_cast<unsigned int*>(Qs);
+    if constexpr (FENCE_ALL) __threadfence();
+    // The barrier orders every thread's partial stores before thread 0's release (acq_rel atomic:
+    // cumulative at GPU scope), and its acquire before the other threads' loads after the second
+    // barrier: the CTA-barrier-then-one-release pattern, without a fence.sc in each of 128 threads.
+    __syncthreads();
+    if (tid == 0) {
+      unsigned int* cnt = p.split_count + (long long)b * p.hk + hkv;
+      unsigned int prev;
+      asm volatile("atom.add.acq_rel.gpu.global.u32 %0, [%1], 1;" : "=r"(prev) : "l"(cnt) : "memory");
+      const bool last = prev == (unsigned)(S - 1);
+      // Every arrival is in: back to zero for the next call on this stream (no memset per call).
+      if (last) atomicExch(cnt, 0u);
+      *is_last = last;
+    }
+    __syncthreads();
+    if (!*is_last) return;
+    if constexpr (FENCE_ALL) __threadfence();
+    // Thread = (row r, 4 columns): every split's lse and partial of that row, in split order with an
+    // online rescale per batch: a fixed order of float operations, so the result is the same whichever
+    // CTA merges. Loads through L2 only (ld.global.cg): other SMs wrote them during this kernel.
+    // A batch of up to MB splits is in flight per thread: one L2 round trip for the 33 splits of the
+    // decode shape (255 registers, no spills; two CTAs per SM still fit).
+    constexpr int MB = 36;
+    const int nbatch = (S + MB - 1) / MB, step = (S + nbatch - 1) / nbatch;
+    const int c4n = d >> 2;
+    for (int u = tid; u < R * c4n; u += NW * 32) {
+      const int r = u / c4n, c = (u % c4n) * 4;
+      const int i = r / G, h = hkv * G + r % G;
+      const long long li = lse_idx(p, b, h, i);
+      const float* lp = p.lse_part + li;
+      const float* op = p.o_part + li * d + c;
+      float M = -INFINITY, L = 0.f;
+      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int s0 = 0; s0 < S; s0 += step) {
+        float ls[MB];
+        float4 ov[MB];
+#pragma unroll
+        for (int k = 0; k < MB; k++) {
+          const bool ok = k < step && s0 + k < S;
+          ls[k] = ok ? __ldcg(lp + (long long)(s0 + k) * rows) : -INFINITY;
+          ov[k] = ok ? __ldcg(reinterpret_cast<const float4*>(op + (long long)(s0 + k) * rows * d))
+                     : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        float mb = M;
+#pragma unroll
+        for (int k = 0; k < MB; k++) mb = max_nan(mb, ls[k]);
+        if (mb == -INFINITY) continue;  // every split so far saw no key of this row
+        const float a = expf(M - mb);
+        L *= a;
+        acc.x *= a;
+        acc.y *= a;
+        acc.z *= a;
+        acc.w *= a;
+#pragma unroll
+        for (int k = 0; k < MB; k++) {
+          const float w = expf(ls[k] - mb);
+          L += w;
+          acc.x = fmaf(w, ov[k].x, acc.x);
+          acc.y = fmaf(w, ov[k].y, acc.y);
+          acc.z = fmaf(w, ov[k].z, acc.z);
+          acc.w = fmaf(w, ov[k].w, acc.w);
+        }
+        M = mb;
+      }
+      const float inv = L == 0.f ? 0.f : 1.f / L;
+      T* out = static_cast<T*>(p.out) + q_off(p, b, i, h) + c;
+      *reinterpret_cast<uint2*>(out) =
+          make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
+      if (c == 0 && p.lse) p.lse[li] = L == 0.f ? -INFINITY : M + logf(L);
+    }
+  }
 }
 
-template <typename T, int D, int KB, int NW, int STAGES>
+// How the splits' partials are merged: in the decode's last CTA per key head (the default since run
+// 12), or by combine_kernel launched after it, as a programmatic dependent (sm_90; runs 9-10) or plainly.
+enum class DecodeMerge { LastCta, CombinePdl, CombinePlain };
+
+// MERGE is a template argument so that the combine-kernel variants use the kernel without merge code.
+// pdl: launch the decode itself as a programmatic dependent of the kernel before it (sm_90), so that
+// its launch can overlap that kernel's end. In the benchmark, where an event record separates the
+// calls, it measured the same as a plain launch (run 12, variant 6).
+template <typename T, int D, int KB, int NW, int STAGES, DecodeMerge MERGE = DecodeMerge::LastCta,
+          bool FENCE_ALL = false>
 cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t st, Plan* plan, bool pdl = true) {
+  constexpr DecodeMerge merge = MERGE;
   constexpr size_t ring = (size_t)NW * STAGES * 2 * KB * D * sizeof(T);
-  constexpr size_t merge = (size_t)NW * DEC_ROWS * (D + 4 + 2) * sizeof(float);
-  static_assert(merge <= ring, "the merge staging reuses the ring");
+  constexpr size_t staging = (size_t)NW * DEC_ROWS * (D + 4 + 2) * sizeof(float);
+  static_assert(staging <= ring, "the merge staging reuses the ring");
   constexpr size_t smem = (size_t)DEC_ROWS * D * sizeof(T) + ring;
-  auto kern = tc_decode_kernel<T, D, KB, NW, STAGES>;
+  auto kern = tc_decode_kernel<T, D, KB, NW, STAGES, FENCE_ALL, MERGE == DecodeMerge::LastCta>;
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e != cudaSuccess) return e;
   static int resident = 0;  // CTAs per SM, asked once per instantiation
@@ -308,26 +411,50 @@ cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t 
     plan->scratch_bytes = obytes + lbytes;
   }
   p.num_splits = (int)splits;
+  const bool last_cta = merge == DecodeMerge::LastCta && p.split_count && p.split_count_len >= heads;
+  if (!last_cta) p.split_count = nullptr;
   plan->kernel = "tc-decode";
   plan->splits = (int)splits;
-  kern<<<dim3((unsigned)splits, (unsigned)p.hk, (unsigned)p.batch), NW * 32, smem, st>>>(p);
-  e = cudaGetLastError();
-  if (e != cudaSuccess || splits == 1) return e;
-  return combine_launch<T>(p, (int)splits, st, pdl && dev.major >= 9);
+  const dim3 grid((unsigned)splits, (unsigned)p.hk, (unsigned)p.batch);
+  if (pdl && dev.major >= 9) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(NW * 32);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    e = cudaLaunchKernelEx(&cfg, kern, p);
+  } else {
+    kern<<<grid, NW * 32, smem, st>>>(p);
+    e = cudaGetLastError();
+  }
+  if (e != cudaSuccess || splits == 1 || last_cta) return e;
+  return combine_launch<T>(p, (int)splits, st, merge != DecodeMerge::CombinePlain && dev.major >= 9);
 }
 
 // Ring depth and tile: 16 keys per stage, 3 stages, 4 warps (100 KB: two CTAs, 8 warps per SM). The
 // warps are latency-bound (one instruction per ~5 cycles each, run 4), so warps per SM count more
 // than bytes in flight: 4 stages and one CTA per SM ran at half the rate. FA_TUNE variants for the
-// benchmark: 1 = 2 stages (three CTAs, 12 warps per SM), 2 = 4 stages (one CTA per SM), 3 = the
-// default with the combine launched plainly (no programmatic dependent launch, as up to run 8).
+// benchmark: 1 = 2 stages (two CTAs per SM by the registers since run 12), 2 = 4 stages (one CTA per
+// SM), 3 = the
+// default with the combine kernel as a programmatic dependent (the default of runs 9-10), 4 = with
+// the combine launched plainly (up to run 8), 5 = the last-CTA merge with a fence.sc per thread, 6 = the
+// default launched plainly (not as a programmatic dependent of the kernel before it). Variants 3-6
+// launch the decode plainly; 1 and 2 as the default does.
 template <typename T> cudaError_t tc_decode_t(const AttnParams& p, const DeviceProps& dev, int variant,
                                               cudaStream_t st, Plan* plan) {
   (void)variant;
 #ifdef FA_TUNE
   if (variant == 1) return tc_decode_launch<T, 128, 16, 4, 2>(p, dev, st, plan);
   if (variant == 2) return tc_decode_launch<T, 128, 16, 4, 4>(p, dev, st, plan);
-  if (variant == 3) return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan, false);
+  if (variant == 3) return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::CombinePdl>(p, dev, st, plan, false);
+  if (variant == 4) return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::CombinePlain>(p, dev, st, plan, false);
+  if (variant == 5) return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::LastCta, true>(p, dev, st, plan, false);
+  if (variant == 6) return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan, false);
 #endif
   return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan);
 }

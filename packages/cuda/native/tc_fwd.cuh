@@ -11,8 +11,9 @@ namespace fa {
 // STAGES = 1: K and V in one buffer each, V's load overlapping S = QK^T and the next K's overlapping
 // P V (FA2's schedule, two barriers per block). STAGES >= 2: K and V of block n + STAGES - 1 are
 // issued while block n is computed (a ring of STAGES buffers, one barrier per block).
-template <typename T, int D, int BR, int BC, int NW, bool EXTRAS, int STAGES>
-__global__ void __launch_bounds__(NW * 32) tc_fwd_kernel(AttnParams p) {
+// MINB: CTAs per SM that ptxas must fit in the registers (__launch_bounds__' second argument).
+template <typename T, int D, int BR, int BC, int NW, bool EXTRAS, int STAGES, int MINB = 1>
+__global__ void __launch_bounds__(NW * 32, MINB) tc_fwd_kernel(AttnParams p) {
   constexpr int NT = NW * 32;
   constexpr int MT = BR / (16 * NW);  // m16 tiles per warp
   constexpr int NB = BC / 8;          // n8 tiles of S
@@ -330,10 +331,10 @@ __global__ void __launch_bounds__(NW * 32) tc_fwd_kernel(AttnParams p) {
   }
 }
 
-template <typename T, int D, int BR, int BC, int NW, bool EXTRAS, int STAGES>
+template <typename T, int D, int BR, int BC, int NW, bool EXTRAS, int STAGES, int MINB = 1>
 cudaError_t tc_fwd_launch(const AttnParams& p, cudaStream_t st) {
   constexpr size_t smem = (size_t)(BR + 2 * (STAGES < 2 ? 1 : STAGES) * BC) * D * sizeof(T);
-  auto kern = tc_fwd_kernel<T, D, BR, BC, NW, EXTRAS, STAGES>;
+  auto kern = tc_fwd_kernel<T, D, BR, BC, NW, EXTRAS, STAGES, MINB>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -346,19 +347,34 @@ cudaError_t tc_fwd_launch(const AttnParams& p, cudaStream_t st) {
 
 // Tile configurations (chosen by the compiler's register report: no spills; see PERF.md) and
 // pipeline depth. variant != 0 selects alternatives built with -DFA_TUNE for the benchmarks:
-// d = 64: 2 = two stages, 3 = three stages (the default before run 7); d = 128 (128 x 32 tiles):
-// 1 = single buffer, 2 = two stages, 3 = three stages (the default before run 6).
+// d = 64 (128 x 64 tiles): 1 = single buffer (the default of runs 7-11), 2 = two stages, 3 = three
+// stages (the default before run 7), 4-9 below; d = 128 (128 x 32 tiles): 1 = single buffer, 2 = two
+// stages, 3 = three stages (the default before run 6).
 template <typename T, bool EXTRAS> cudaError_t tc_forward_t(const AttnParams& p, int variant, cudaStream_t st) {
   (void)variant;
   if (p.d <= 64) {
+    if constexpr (EXTRAS) {
+      return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 3>(p, st);
+    } else {
 #ifdef FA_TUNE
-    if constexpr (!EXTRAS) if (variant == 2) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 2>(p, st);
-    if constexpr (!EXTRAS) if (variant == 3) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 3>(p, st);
+      if (variant == 1) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 1>(p, st);
+      if (variant == 2) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 2>(p, st);
+      if (variant == 3) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 3>(p, st);
+      // More CTAs per SM (run 12): 64 x 64 tiles, 4 warps x 16 rows, four CTAs (125 registers); 64 x
+      // 128, three CTAs (164 registers); 128 x 64 with two stages squeezed into three CTAs (168
+      // registers, 84 B of spills); and the default's tile with three stages.
+      if (variant == 4) return tc_fwd_launch<T, 64, 64, 64, 4, EXTRAS, 2, 4>(p, st);
+      if (variant == 7) return tc_fwd_launch<T, 64, 64, 128, 4, EXTRAS, 2, 3>(p, st);
+      if (variant == 8) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 2, 3>(p, st);
+      if (variant == 9) return tc_fwd_launch<T, 64, 128, 128, 4, EXTRAS, 3>(p, st);
 #endif
-    // FA2's single buffer measured 5-7 % ahead of three stages once the loaders were cheap (run 6);
-    // the extras keep three stages.
-    if constexpr (EXTRAS) return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 3>(p, st);
-    else return tc_fwd_launch<T, 64, 128, 64, 4, EXTRAS, 1>(p, st);
+      // FA2's tile for d = 64: 128 x 128, two stages (80 KB, two CTAs per SM; 255 registers with 60 B
+      // of spills, which by the timings do not sit in the hot loop; not checked in SASS). Half the
+      // per-block work of 128 x 64 (the barrier, the row maxima and their shuffles, the rescale
+      // test): 9-12 % ahead of its single buffer at every length in run 12, and ahead of the three-
+      // and four-CTA tiles everywhere but s = 512 causal.
+      return tc_fwd_launch<T, 64, 128, 128, 4, EXTRAS, 2>(p, st);
+    }
   }
   if (p.d <= 128) {
 #ifdef FA_TUNE
