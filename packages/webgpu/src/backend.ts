@@ -112,7 +112,6 @@ const FORWARD_DEFAULTS: ForwardTuning = { prefetch: true, rows: 4 };
 
 // Fastest of the variants timed on an H200 (PERF.md, run 4): one key per lane group and pass with the
 // next pass's loads in flight, 16 columns per lane, splits for about 256 workgroups.
-
 const DECODE_DEFAULTS: Required<DecodeTuning> = {
   keysPerPass: 1,
   laneColumns: 16,
@@ -1005,27 +1004,10 @@ class WebGPUBackendImpl implements Backend {
         const lseB = run.buffer(p.lseLength * 4, STORAGE_USAGE, !onDevice);
         const base = baseParams(p, meta);
 
+        const buffers = { qb, kb, vb, biasB, metaB, outF, lseB };
         const encode = () => {
-          if (decode)
-            this.encodeDecode(run, ctx, p, base, DP, dc, tune, decKey, {
-              qb,
-              kb,
-              vb,
-              biasB,
-              metaB,
-              outF,
-              lseB,
-            });
-          else
-            this.encodeForward(run, ctx, p, base, tc, fwdKey, {
-              qb,
-              kb,
-              vb,
-              biasB,
-              metaB,
-              outF,
-              lseB,
-            });
+          if (decode) this.encodeDecode(run, ctx, p, base, DP, dc, tune, decKey, buffers);
+          else this.encodeForward(run, ctx, p, base, tc, fwdKey, buffers);
         };
         if (reps > 0) {
           const t = await this.timed(run, ctx, encode, reps);
