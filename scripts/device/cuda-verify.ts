@@ -3,7 +3,7 @@
  * node_modules): bundled by cuda-build.sh into .device/cuda-verify.mjs.
  *
  *   node .device/cuda-verify.mjs [--mode auto|generic|both] [--quick] [--filter text] [--out dir]
- *                                [--backend cuda|reference] [--jobs N] [--slice i/n]
+ *                                [--backend cuda|reference] [--jobs N] [--slice i/n] [--variant N]
  *
  * Runs every case of conformanceCases() through runCase, records pass / fail / unsupported, the kernel
  * each case ended on, and writes cuda-verify-<mode>.json. --jobs N runs N child processes over
@@ -38,6 +38,9 @@ const slice = arg('slice', '');
 // --clones: also every float32 forward/backward case re-run in bfloat16 and float16 (the tensor-core
 // kernels see every feature that way); reported apart from the suite's own counts.
 const clones = process.argv.includes('--clones');
+// --variant N: a tuning variant's kernels (builds made with FLASHATTN_CUDA_TUNE=1), so that a candidate
+// is checked before it becomes the default; written to cuda-verify-<mode>-vN.json.
+const variant = Number(arg('variant', '0'));
 
 interface Row extends CaseResult {
   kernel?: string;
@@ -46,7 +49,7 @@ interface Row extends CaseResult {
 
 async function makeBackend(mode: string): Promise<Backend> {
   if (which === 'reference') return createReferenceBackend();
-  return createCudaBackend({ forceGeneric: mode === 'generic' });
+  return createCudaBackend({ forceGeneric: mode === 'generic', variant });
 }
 
 function caseList(): ConformanceCase[] {
@@ -151,6 +154,7 @@ async function runMode(mode: string): Promise<Row[]> {
           ];
           if (quick) args.push('--quick');
           if (clones) args.push('--clones');
+          if (variant) args.push('--variant', String(variant));
           const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
           let text = '';
           child.stdout.on('data', (b) => {
@@ -212,7 +216,7 @@ async function main(): Promise<void> {
     const seconds = (performance.now() - t0) / 1000;
     rows.sort((a, b) => a.name.localeCompare(b.name));
     writeFileSync(
-      path.join(outDir, `cuda-verify-${mode}.json`),
+      path.join(outDir, `cuda-verify-${mode}${variant ? `-v${variant}` : ''}.json`),
       JSON.stringify({ mode, quick, seconds, rows }, null, 1),
     );
     const s = summarise(mode, rows, seconds);

@@ -91,21 +91,7 @@ template <typename T>
 cudaError_t combine_launch(const AttnParams& p, int splits, cudaStream_t st, bool pdl = false) {
   const long long nrows = (long long)p.batch * p.hq * p.seq_q;
   if (nrows == 0) return cudaSuccess;
-  if (pdl) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)nrows);
-    cfg.blockDim = dim3(CB_THREADS);
-    cfg.dynamicSmemBytes = 0;
-    cfg.stream = st;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    return cudaLaunchKernelEx(&cfg, combine_kernel<T>, p, splits);
-  }
-  combine_kernel<T><<<(unsigned)nrows, CB_THREADS, 0, st>>>(p, splits);
-  return cudaGetLastError();
+  return launch_kernel(combine_kernel<T>, dim3((unsigned)nrows), dim3(CB_THREADS), 0, st, pdl, p, splits);
 }
 
 }  // namespace fa

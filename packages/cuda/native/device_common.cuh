@@ -200,4 +200,28 @@ FA_DEV float warp_sum(float v) {
   return v;
 }
 
+// Launches kern on st; with dependent, as a programmatic dependent of the kernel before it on the
+// stream (sm_90: its launch and its CTAs' start may overlap that kernel's end, so the kernel must run
+// griddepcontrol.wait before it touches memory the earlier kernel writes).
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(void (*kern)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                          bool dependent, Args... args) {
+  if (!dependent) {
+    kern<<<grid, block, smem, st>>>(args...);
+    return cudaGetLastError();
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kern, args...);
+}
+
 }  // namespace fa
+

@@ -19,11 +19,23 @@ namespace fa {
 
 constexpr int DEC_ROWS = TC_DECODE_ROWS;
 
+// Nanoseconds of the GPU's global timer (the same clock on every SM), for TRACE.
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 // FENCE_ALL (a tuning variant): every thread runs __threadfence() (fence.sc.gpu) before the arrival
 // count, instead of one release by thread 0 after the CTA barrier (run 12). LAST_MERGE = false: no
 // merge code at all (the combine kernel merges), so that the kernel keeps run 10's 178 registers and
-// the programmatic combine's CTAs fit beside two of its CTAs per SM.
-template <typename T, int D, int KB, int NW, int STAGES, bool FENCE_ALL = false, bool LAST_MERGE = true>
+// the programmatic combine's CTAs fit beside two of its CTAs per SM. INTERLEAVE (run 15, a tuning
+// variant): warp w of split s takes the key head's tiles s * NW + w + S * NW * it, so that all CTAs
+// of a key head sweep the keys together (the key head's rows, and the other key heads' parts of the
+// same 2 KB rows, read at about the same time) instead of each CTA walking its own contiguous range.
+// TRACE (run 15, diagnosis only): thread 0 of each CTA prints %globaltimer at its milestones.
+template <typename T, int D, int KB, int NW, int STAGES, bool FENCE_ALL = false, bool LAST_MERGE = true,
+          bool INTERLEAVE = false, bool TRACE = false>
 __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
   constexpr int NB = KB / 8;  // n8 tiles of S per key tile
   constexpr int ND = D / 8;   // n8 tiles of O
@@ -43,6 +55,8 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
   // waits with griddepcontrol.wait before touching memory.
   asm volatile("griddepcontrol.launch_dependents;");
 #endif
+  [[maybe_unused]] unsigned long long t_start = 0, t_first = 0;
+  if constexpr (TRACE) t_start = global_ns();
   check_smem_alignment(smem_raw);
   const int split = blockIdx.x, S = gridDim.x;
   const int hkv = blockIdx.y, b = blockIdx.z;
@@ -61,7 +75,11 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
   const int ntiles = (hi_c - lo_c + KB - 1) / KB;
   const int per = (ntiles + S - 1) / S;
   const int t0 = min(ntiles, split * per), t1 = min(ntiles, t0 + per);
-  const int n_my = t0 + warp < t1 ? (t1 - t0 - warp + NW - 1) / NW : 0;  // tiles t0 + warp + NW * it
+  // This warp's tiles: tbase + tstep * it for it < n_my.
+  const int tbase = INTERLEAVE ? split * NW + warp : t0 + warp;
+  const int tstep = INTERLEAVE ? S * NW : NW;
+  const int tlim = INTERLEAVE ? ntiles : t1;
+  const int n_my = tbase < tlim ? (tlim - tbase + tstep - 1) / tstep : 0;
 
   const T* qbase = static_cast<const T*>(p.q);
   const T* kbase = static_cast<const T*>(p.k);
@@ -81,7 +99,7 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
   auto load_tile = [&](int it) {
     T* Kt = myring + (it % STAGES) * 2 * KB * D;
     T* Vt = Kt + KB * D;
-    const int j0 = lo_c + (t0 + warp + NW * it) * KB;
+    const int j0 = lo_c + (tbase + tstep * it) * KB;
     const int valid = min(KB, hi_c - j0);
     const long long base = kv0 + (long long)(j0 + lr) * p.kv_ss;
 #pragma unroll
@@ -125,11 +143,13 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
   for (int it = 0; it < n_my; it++) {
     cp_async_wait<STAGES - 2>();
     __syncwarp();  // tile it in place for every lane; every lane is done with the stage refilled next
+    if constexpr (TRACE)
+      if (it == 0) t_first = global_ns();
     if (it + STAGES - 1 < n_my) load_tile(it + STAGES - 1);
     cp_async_commit();
     const T* Kt = myring + (it % STAGES) * 2 * KB * D;
     const T* Vt = Kt + KB * D;
-    const int j0 = lo_c + (t0 + warp + NW * it) * KB;
+    const int j0 = lo_c + (tbase + tstep * it) * KB;
 
     // Two accumulator sets (even and odd k steps): dependent mma chains of 4, not 8.
     float s[NB][4], s2[NB][4];
@@ -228,6 +248,10 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
 
   // Merge the warps' states: each stages its rows' (m, l) and unnormalised O in the ring's space.
   cp_async_wait<0>();
+  // Q's tile is unread since the fragments were loaded: the trace's per-warp loop ends go there.
+  [[maybe_unused]] unsigned long long* trace_sh = reinterpret_cast<unsigned long long*>(Qs) + 8;
+  if constexpr (TRACE)
+    if (lane == 0) trace_sh[warp] = global_ns();
   __syncthreads();
   float* Os = reinterpret_cast<float*>(ring);  // [NW][16][OS]
   float* Ms = Os + NW * DEC_ROWS * OS;         // [NW][16]
@@ -288,6 +312,25 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
   // One split: done. No counters (or no merge code): combine_kernel merges.
   if constexpr (LAST_MERGE) {
     if (S == 1 || !p.split_count) return;
+    [[maybe_unused]] unsigned long long t_part = 0, t_atom = 0;
+    // Printed by thread 0 when the CTA is done: its split, key head, SM, whether it merged, then ns
+    // after its start: first tile in place (warp 0), each warp's loop end, partials stored (after the
+    // CTA barrier), arrival counted, done. Start in absolute ns, so that CTAs can be lined up.
+    auto trace = [&](bool merged) {
+      if constexpr (TRACE) {
+        if (tid != 0) return;
+        unsigned smid;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+        const unsigned long long t_end = global_ns();
+        auto rel = [&](unsigned long long t) { return (long long)(t - t_start); };
+        printf("TRACE s=%d h=%d sm=%u last=%d start=%llu first=%lld w=%lld,%lld,%lld,%lld part=%lld atom=%lld end=%lld\n",
+               split, hkv, smid, (int)merged, t_start, rel(t_first), rel(trace_sh[0]),
+               rel(trace_sh[NW > 1 ? 1 : 0]), rel(trace_sh[NW > 2 ? 2 : 0]), rel(trace_sh[NW - 1]), rel(t_part),
+               rel(t_atom), rel(t_end));
+      } else {
+        (void)merged;
+      }
+    };
 
     // The last of the key head's S CTAs to get here merges the partials (the last-block reduction
     // pattern): one kernel instead of two, and no wait for the whole grid (PERF.md run 12). Which
@@ -300,6 +343,7 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
     // cumulative at GPU scope), and its acquire before the other threads' loads after the second
     // barrier: the CTA-barrier-then-one-release pattern, without a fence.sc in each of 128 threads.
     __syncthreads();
+    if constexpr (TRACE) t_part = global_ns();
     if (tid == 0) {
       unsigned int* cnt = p.split_count + (long long)b * p.hk + hkv;
       unsigned int prev;
@@ -308,19 +352,24 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
       // Every arrival is in: back to zero for the next call on this stream (no memset per call).
       if (last) atomicExch(cnt, 0u);
       *is_last = last;
+      if constexpr (TRACE) t_atom = global_ns();
     }
     __syncthreads();
-    if (!*is_last) return;
+    if (!*is_last) {
+      trace(false);
+      return;
+    }
     if constexpr (FENCE_ALL) __threadfence();
-    // Thread = (row r, 4 columns): every split's lse and partial of that row, in split order with an
-    // online rescale per batch: a fixed order of float operations, so the result is the same whichever
-    // CTA merges. Loads through L2 only (ld.global.cg): other SMs wrote them during this kernel.
-    // A batch of up to MB splits is in flight per thread: one L2 round trip for the 33 splits of the
-    // decode shape (255 registers, no spills; two CTAs per SM still fit).
+    // Loads through L2 only (ld.global.cg): other SMs wrote the partials during this kernel. The
+    // merge is in a fixed order of float operations, so the result is the same whichever CTA merges.
+    const int c4n = d >> 2, units = R * c4n;
+    // Thread = (row r, 4 columns), every split's lse and partial of that row, in split order with an
+    // online rescale per batch of MB splits; each thread computes its row's weights itself (one expf
+    // per split in each of the row's 32 threads). A batch of up to MB splits is in flight per thread:
+    // one L2 round trip for the 33 splits of the decode shape (255 registers, no spills).
     constexpr int MB = 36;
     const int nbatch = (S + MB - 1) / MB, step = (S + nbatch - 1) / nbatch;
-    const int c4n = d >> 2;
-    for (int u = tid; u < R * c4n; u += NW * 32) {
+    for (int u = tid; u < units; u += NW * 32) {
       const int r = u / c4n, c = (u % c4n) * 4;
       const int i = r / G, h = hkv * G + r % G;
       const long long li = lse_idx(p, b, h, i);
@@ -365,6 +414,10 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
           make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
       if (c == 0 && p.lse) p.lse[li] = L == 0.f ? -INFINITY : M + logf(L);
     }
+    if constexpr (TRACE) {
+      __syncthreads();  // thread 0's end time after every thread's merge
+      trace(true);
+    }
   }
 }
 
@@ -376,17 +429,28 @@ enum class DecodeMerge { LastCta, CombinePdl, CombinePlain };
 // pdl: launch the decode itself as a programmatic dependent of the kernel before it (sm_90), so that
 // its launch can overlap that kernel's end. In the benchmark, where an event record separates the
 // calls, it measured the same as a plain launch (run 12, variant 6).
+// WAVES (a tuning variant, run 15): that many times the splits that fit at once, so that the CTA
+// scheduler hands a finished CTA's slot to another split (smaller pieces, more partials to merge).
+// KEEP (run 15, diagnosis only): the partials in a buffer kept for the life of the process, to see
+// whether the per-call stream-ordered allocations cost device time between the benchmark's events
+// (one stream only: not safe to share).
 template <typename T, int D, int KB, int NW, int STAGES, DecodeMerge MERGE = DecodeMerge::LastCta,
-          bool FENCE_ALL = false>
+          bool FENCE_ALL = false, bool INTERLEAVE = false, bool TRACE = false, int WAVES = 1, bool KEEP = false>
 cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t st, Plan* plan, bool pdl = true) {
   constexpr DecodeMerge merge = MERGE;
   constexpr size_t ring = (size_t)NW * STAGES * 2 * KB * D * sizeof(T);
   constexpr size_t staging = (size_t)NW * DEC_ROWS * (D + 4 + 2) * sizeof(float);
   static_assert(staging <= ring, "the merge staging reuses the ring");
   constexpr size_t smem = (size_t)DEC_ROWS * D * sizeof(T) + ring;
-  auto kern = tc_decode_kernel<T, D, KB, NW, STAGES, FENCE_ALL, MERGE == DecodeMerge::LastCta>;
-  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  auto kern =
+      tc_decode_kernel<T, D, KB, NW, STAGES, FENCE_ALL, MERGE == DecodeMerge::LastCta, INTERLEAVE, TRACE>;
+  // Set once per instantiation, as `resident` below is asked once (one device per process): host work
+  // only, but run 15a's variant 11 (this and a kept partials buffer) ran ~1 us faster per call.
+  static bool attr_set = false;
+  cudaError_t e = cudaSuccess;
+  if (!attr_set) e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e != cudaSuccess) return e;
+  attr_set = true;
   static int resident = 0;  // CTAs per SM, asked once per instantiation
   if (resident == 0) {
     e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kern, NW * 32, smem);
@@ -397,7 +461,7 @@ cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t 
   if (heads == 0) return cudaSuccess;
   // One wave: as many splits as fit beside the other key heads, each with two tiles per warp or more.
   const long long tiles = ((long long)p.seq_k + KB - 1) / KB;
-  long long splits = (long long)resident * dev.sm_count / heads;
+  long long splits = (long long)WAVES * resident * dev.sm_count / heads;
   splits = std::min<long long>(splits, tiles / (2 * NW));
   splits = std::max<long long>(1, std::min<long long>(splits, 256));
   Scratch scratch(st);
@@ -405,9 +469,24 @@ cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t 
     const long long rows = p.cu_q ? (long long)p.hq * p.total_q : (long long)p.batch * p.hq * p.seq_q;
     const size_t obytes = (size_t)splits * rows * p.d * sizeof(float);
     const size_t lbytes = (size_t)splits * rows * sizeof(float);
-    p.o_part = static_cast<float*>(scratch.alloc(obytes));
-    p.lse_part = static_cast<float*>(scratch.alloc(lbytes));
-    if (!p.o_part || !p.lse_part) return scratch.err;
+    if constexpr (KEEP) {
+      static float* kept = nullptr;
+      static size_t kept_bytes = 0;
+      if (obytes + lbytes > kept_bytes) {
+        if (kept) cudaFree(kept);  // synchronous: this variant is for timing after a warm-up only
+        kept = nullptr;
+        kept_bytes = 0;
+        e = cudaMalloc(&kept, obytes + lbytes);
+        if (e != cudaSuccess) return e;
+        kept_bytes = obytes + lbytes;
+      }
+      p.o_part = kept;
+      p.lse_part = kept + obytes / sizeof(float);
+    } else {
+      p.o_part = static_cast<float*>(scratch.alloc(obytes));
+      p.lse_part = static_cast<float*>(scratch.alloc(lbytes));
+      if (!p.o_part || !p.lse_part) return scratch.err;
+    }
     plan->scratch_bytes = obytes + lbytes;
   }
   p.num_splits = (int)splits;
@@ -416,22 +495,7 @@ cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t 
   plan->kernel = "tc-decode";
   plan->splits = (int)splits;
   const dim3 grid((unsigned)splits, (unsigned)p.hk, (unsigned)p.batch);
-  if (pdl && dev.major >= 9) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(NW * 32);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = st;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    e = cudaLaunchKernelEx(&cfg, kern, p);
-  } else {
-    kern<<<grid, NW * 32, smem, st>>>(p);
-    e = cudaGetLastError();
-  }
+  e = launch_kernel(kern, grid, dim3(NW * 32), smem, st, pdl && dev.major >= 9, p);
   if (e != cudaSuccess || splits == 1 || last_cta) return e;
   return combine_launch<T>(p, (int)splits, st, merge != DecodeMerge::CombinePlain && dev.major >= 9);
 }
@@ -444,7 +508,12 @@ cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t 
 // default with the combine kernel as a programmatic dependent (the default of runs 9-10), 4 = with
 // the combine launched plainly (up to run 8), 5 = the last-CTA merge with a fence.sc per thread, 6 = the
 // default launched plainly (not as a programmatic dependent of the kernel before it). Variants 3-6
-// launch the decode plainly; 1 and 2 as the default does.
+// launch the decode plainly; 1 and 2 as the default does. Run 15: 7 = tiles interleaved across the
+// key head's CTAs, 8 = 8 warps per CTA (one CTA per SM, half the splits; 196 KB of shared memory, over
+// sm_80's 163 KB), 9 = two waves of splits,
+// 10 = the default with TRACE (printf; diagnosis only, not for timing), 11 = the default with KEEP.
+// Run 15's merge candidate (each split's weight once per row, shared through shared memory) measured
+// 2.4-2.8 us slower at every sk and was removed (PERF.md row 15b).
 template <typename T> cudaError_t tc_decode_t(const AttnParams& p, const DeviceProps& dev, int variant,
                                               cudaStream_t st, Plan* plan) {
   (void)variant;
@@ -455,6 +524,14 @@ template <typename T> cudaError_t tc_decode_t(const AttnParams& p, const DeviceP
   if (variant == 4) return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::CombinePlain>(p, dev, st, plan, false);
   if (variant == 5) return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::LastCta, true>(p, dev, st, plan, false);
   if (variant == 6) return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan, false);
+  if (variant == 7) return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::LastCta, false, true>(p, dev, st, plan);
+  if (variant == 8) return tc_decode_launch<T, 128, 16, 8, 3>(p, dev, st, plan);
+  if (variant == 9)
+    return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::LastCta, false, false, false, 2>(p, dev, st, plan);
+  if (variant == 10)
+    return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::LastCta, false, false, true>(p, dev, st, plan);
+  if (variant == 11)
+    return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::LastCta, false, false, false, 1, true>(p, dev, st, plan);
 #endif
   return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan);
 }
