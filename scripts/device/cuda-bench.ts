@@ -224,6 +224,20 @@ async function decodeRepeat(be: CudaBackend, q: DeviceTensor, k: DeviceTensor, v
   });
 }
 
+// Run 15: the decode's per-CTA timeline (variant 10 prints %globaltimer at each CTA's milestones
+// as "TRACE ..." lines; packages/cuda/bench/decode_trace.py sums them up). Three calls, the last one read;
+// each call's event time is printed beside it so that the kernel's span can be set against it.
+async function decodeTrace(be: CudaBackend, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor) {
+  be.configure({ variant: 10 });
+  try {
+    const f = await be.timeForward(q, k, v, {}, { warmup: 0, iters: 3 });
+    console.log(`decode-trace: event times ${f.ms.map((x) => (1000 * x).toFixed(1)).join(' ')} us`);
+  } catch (e) {
+    console.log(`decode-trace: ${(e as Error).message}`);
+  }
+  be.configure({ variant: 0 });
+}
+
 // --profile-decode: the bfloat16 decode at sk = 32k, a few calls of each merge (variant 0: in the
 // last CTA, 6: the same launched plainly, 3: combine kernel as a programmatic dependent), for Nsight
 // Compute's kernel durations.
@@ -524,6 +538,10 @@ async function main(): Promise<void> {
           { variant: 4, generic: false },
           { variant: 5, generic: false },
           { variant: 6, generic: false },
+          { variant: 7, generic: false },
+          { variant: 8, generic: false },
+          { variant: 9, generic: false },
+          { variant: 11, generic: false },
           { variant: 0, generic: true },
         );
       for (const t of tries) {
@@ -550,6 +568,7 @@ async function main(): Promise<void> {
       }
       be.configure({ variant: 0, forceGeneric: false });
       if (dtype === 'bfloat16') await decodeRepeat(be, q, k, v, sk);
+      if (dtype === 'bfloat16' && sk === 32768 && !quick) await decodeTrace(be, q, k, v);
       for (const t of [q, k, v]) be.free(t);
     }
   }
