@@ -154,7 +154,7 @@ async function profile(be: CudaBackend): Promise<void> {
 }
 
 // --profile-bwd: one backward (bfloat16, d = 128, s = 4096, full) with the default two passes, then
-// the fused kernel ordered (variant 1) and unordered (variant 2), for Nsight Compute
+// the two-m-tile dQ pass (variant 5) and the warp-pair dK/dV kernel (7), for Nsight Compute
 // (cuda-run.sh profile-bwd).
 async function profileBackward(be: CudaBackend): Promise<void> {
   const d = 128;
@@ -166,7 +166,7 @@ async function profileBackward(be: CudaBackend): Promise<void> {
     ),
   );
   const r = await be.forward(q, k, v, { returnLse: true });
-  for (const variant of [0, 1, 2]) {
+  for (const variant of [0, 5, 7]) {
     be.configure({ variant });
     const g = await be.backward(dout, q, k, v, r.out, r.lse as DeviceTensor, {});
     console.log(`profile backward variant ${variant}: ${be.lastPlan?.kernel}`);
@@ -346,7 +346,9 @@ async function main(): Promise<void> {
         [64, 4096],
         [64, 8192],
         [64, 16384],
+        [128, 1024],
         [128, 4096],
+        [128, 16384],
       ]) {
         const b = TOKENS / s;
         const hq = HIDDEN / d;
@@ -356,7 +358,11 @@ async function main(): Promise<void> {
           // At s = 1024 every variant's output is held against variant 1's (the kernel of runs 7-11):
           // the variants are outside the conformance suite, which runs the defaults only.
           let ref: Float32Array | null = null;
-          for (const variant of backwardOnly ? [] : d === 128 ? [0, 1, 2, 3] : v64) {
+          for (const variant of backwardOnly || (d === 128 && s !== 4096)
+            ? []
+            : d === 128
+              ? [0, 1, 2, 3]
+              : v64) {
             be.configure({ variant });
             try {
               if (d === 64 && s === 1024) {
@@ -396,14 +402,15 @@ async function main(): Promise<void> {
           }
           be.configure({ variant: 0 });
         }
-        if (s !== 4096) continue;
+        if (s !== 1024 && s !== 4096 && s !== 16384) continue;
         // Backward: the default (two passes) against the fused kernel: variant 1 (ordered dQ), 2
-        // (unordered atomics), 3 (ordered, 8 warps) and 4 (unordered, 8 warps); 5: the two passes
-        // with run 10's kernels.
+        // (unordered atomics), 3 (ordered, 8 warps) and 4 (unordered, 8 warps), at s = 4096 only;
+        // 5: the dQ pass with two m-tiles per warp (run 14's candidate), 6: its other form, 7: the
+        // warp-pair dK/dV kernel (d = 128), at 1k, 4k and 16k (run 14).
         const dO4 = be.view(dO, [b, s, hq, d]);
         for (const causal of [false, true]) {
           const r = await be.forward(q, k, v, { causal, returnLse: true });
-          for (const variant of [0, 1, 2, 3, 4, 5]) {
+          for (const variant of s === 4096 ? [0, 1, 2, 3, 4, 5, 6, 7] : [0, 5, 6, 7]) {
             be.configure({ variant });
             const g = await be.timeBackward(
               dO4,
@@ -431,12 +438,18 @@ async function main(): Promise<void> {
               spread: spreadOf(g.ms),
             });
           }
+          if (s !== 4096) {
+            be.configure({ variant: 0 });
+            be.free(r.out);
+            if (r.lse) be.free(r.lse);
+            continue;
+          }
           // Checks on a shape far larger than the conformance cases (64 key blocks per query block):
           // the deterministic kernels twice, bit for bit, and every variant against the default.
           const grads: Record<number, Float32Array[]> = {};
           const first: Record<number, Uint16Array[]> = {};
           const tag = `bwd-check ${dtype} d=${d} s=${s} ${causal ? 'causal' : 'full'}`;
-          for (const variant of [0, 0, 1, 1, 2, 3, 3, 4, 5]) {
+          for (const variant of [0, 0, 1, 1, 2, 3, 3, 4, 5, 5, 6, 6, 7, 7]) {
             be.configure({ variant });
             const gr = await be.backward(dO4, q, k, v, r.out, r.lse as DeviceTensor, { causal });
             const host = await Promise.all([gr.dq, gr.dk, gr.dv].map((t) => be.download(t)));
@@ -453,7 +466,7 @@ async function main(): Promise<void> {
             first[variant] = bits;
             grads[variant] = bits.map((a) => bitsToF32(dtype, a));
           }
-          for (const variant of [1, 2, 3, 4, 5]) {
+          for (const variant of [1, 2, 3, 4, 5, 6, 7]) {
             const errs = ['dq', 'dk', 'dv'].map(
               (n, i) => `${n} ${relErr(grads[variant][i], grads[0][i]).toExponential(2)}`,
             );

@@ -4,7 +4,8 @@
 // fragments for dV += P~^T dO and dK += dS^T Q. The CTA loops over the query blocks (last first) and,
 // inside, the query heads of its GQA group, in a fixed order: no atomics.
 //  - Default: two passes. dQ in its own kernel, one CTA per (query block, head, batch), dQ += dS K
-//    over the key blocks (7 products per block pair against FA2's 5).
+//    over the key blocks (7 products per block pair against FA2's 5). Run 14's candidate (variant 5):
+//    each warp of the dQ pass owns 32 query rows, so every K / V fragment it reads serves two m16 tiles.
 //  - Fused (FA_TUNE builds, variants 1-4; PERF.md run 11): the dK/dV CTA also computes its dQ
 //    contribution dS K (5 products). dS goes through shared memory and the CTA adds its float32 dQ
 //    tile to a scratch accumulator, either with unordered atomics or in a fixed order: one counter per
@@ -66,12 +67,10 @@ FA_DEV void red_add2(float* ptr, float x, float y) {
 // row of the block sees nothing. The dK/dV loop and the dQ order both use exactly this test.
 template <int BN> FA_DEV bool block_pair_live(int lo_f, int hi_l, int n0) { return hi_l > lo_f && n0 < hi_l && n0 + BN > lo_f; }
 
-// RUN11_LOOP: S^T and dP^T in one loop, lse and D by cp.async (see the kernel); a template parameter
-// so that the tuning build can time run 10's loop beside it (variant 5).
 // STAGES = 2: the next query block's Q, dO, lse and D load while this one is computed.
 // DQ != DQ_NONE: dq_acc is float32 [lse rows][d] scratch, dq_sem one counter per (batch, head, query
 // block), zeroed before the launch (DQ_ORDERED).
-template <typename T, int D, int BM, int NW, bool EXTRAS, int STAGES, int DQ = DQ_NONE, bool RUN11_LOOP = true>
+template <typename T, int D, int BM, int NW, bool EXTRAS, int STAGES, int DQ = DQ_NONE>
 __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, float* dq_acc, unsigned* dq_sem) {
   constexpr int BN = 16 * NW;
   constexpr int NT = NW * 32;
@@ -146,7 +145,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
   auto step_h = [&](int it) { return hkv * G + it % G; };
   // Loads step `it` into stage `stage`: Q and dO by cp.async; lse and D by cp.async too (LSE_ASYNC,
   // raw natural-log lse, converted where used) or by plain stores (lse in log2 units, +inf for none).
-  constexpr bool LSE_ASYNC = RUN11_LOOP && !EXTRAS && STAGES >= 2;
+  constexpr bool LSE_ASYNC = !EXTRAS && STAGES >= 2;
   auto load_q = [&](int it, int stage) {
     const int h = step_h(it);
     const int m0 = step_mb(it) * BM;
@@ -249,7 +248,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
       // the same loop: alone, each product is NBM accumulator chains D / 16 deep, too few independent
       // mma for 2 warps per scheduler (Nsight, run 11: HMMA pipe 41 % busy in this kernel, "wait" the
       // largest stall; the dQ pass, which interleaves its S and dP, 52 %).
-      constexpr bool SDP = RUN11_LOOP && !EXTRAS;
+      constexpr bool SDP = !EXTRAS;
       float st[NBM][4], dpt[NBM][4];
 #pragma unroll
       for (int nt = 0; nt < NBM; nt++)
@@ -499,13 +498,330 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
   }
 }
 
+FA_DEV void bar_sync_n(int id, int n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
+FA_DEV void bar_arrive_n(int id, int n) { asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory"); }
+
+// dK/dV with warp pairs (run 14; d = 128, no EXTRAS, no fused dQ). Each pair of warps owns 32 keys
+// and splits the work by product, then by column: warp 0 of the pair computes S^T and P^T for the
+// 32 keys, warp 1 dP^T (the same mma, in the same order, as the one-warp kernel); dP^T goes to warp 0
+// through shared memory (float32, in the accumulator layout: each lane reads back what the same lane
+// of the other warp wrote), warp 0 forms dS^T and stores P^T and dS^T (16-bit, as the products use
+// them) for warp 1; then each warp accumulates dV and dK for the 32 keys over its half of d. Per
+// pair and step of 32 queries: 104 ldmatrix and 20 KB of other shared traffic for 256 mma, ~254 B
+// per mma against the one-warp kernel's 320 (each B fragment of Q and dO serves two key m-tiles).
+// The pair synchronises by named barriers, producer arrive / consumer sync, so neither producer
+// waits. Gradients bit-identical to tc_bwd_dkdv_kernel (the same sums in the same order, rounded at
+// the same points).
+template <typename T, int D, int BM, int NP>
+__global__ void __launch_bounds__(NP * 64) tc_bwd_dkdv_pair_kernel(AttnParams p) {
+  constexpr int NW = 2 * NP;
+  constexpr int NT = NW * 32;
+  constexpr int BN = 32 * NP;
+  constexpr int NBM = BM / 8;
+  constexpr int NDH = D / 16;  // n8 tiles of dK / dV per warp (half of d)
+  constexpr int PLD = BM + 8;  // padded row of the P^T / dS^T tiles: ldmatrix rows 16 B apart in banks
+  static_assert(BM % 16 == 0 && NDH % 2 == 0, "pair tiling");
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* Ks = reinterpret_cast<T*>(smem_raw);
+  T* Vs = Ks + BN * D;
+  T* Qs0 = Vs + BN * D;     // [2][BM][D]
+  T* dOs0 = Qs0 + 2 * BM * D;  // [2][BM][D]
+  float* lse_s0 = reinterpret_cast<float*>(dOs0 + 2 * BM * D);  // [2][BM] raw lse
+  float* dsum_s0 = lse_s0 + 2 * BM;                              // [2][BM]
+  float4* xbuf0 = reinterpret_cast<float4*>(dsum_s0 + 2 * BM);   // [NP][2][NBM][32] dP^T
+  T* pbuf0 = reinterpret_cast<T*>(xbuf0 + NP * 2 * NBM * 32);   // [NP][32][PLD] P^T
+  T* dsbuf0 = pbuf0 + NP * 32 * PLD;                             // [NP][32][PLD] dS^T
+
+  check_smem_alignment(smem_raw);
+  const int nb = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z;
+  const int sq = seqlen_q(p, b), sk = seqlen_k(p, b);
+  const int n0 = nb * BN;
+  if (n0 >= sk) return;
+  const int d = p.d, G = p.group;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tq = lane & 3;
+  const int pr = warp >> 1, role = warp & 1;
+  const int kr0 = pr * 32;  // the pair's first key row in the block
+  float4* xbuf = xbuf0 + pr * 2 * NBM * 32;
+  T* pbuf = pbuf0 + pr * 32 * PLD;
+  T* dsbuf = dsbuf0 + pr * 32 * PLD;
+  const int bar_x = 1 + 2 * pr, bar_p = 2 + 2 * pr;  // 0 is __syncthreads'
+  const T* kbase = static_cast<const T*>(p.k);
+  const T* vbase = static_cast<const T*>(p.v);
+  const T* qbase = static_cast<const T*>(p.q);
+  const T* obase = static_cast<const T*>(p.dout);
+  if (p.block_table) {
+    tc_load_tile<T, D, NT>(Ks, BN, sk - n0, d, [&](int r) { return kbase + kv_off(p, b, n0 + r, hkv); }, kbase);
+    tc_load_tile<T, D, NT>(Vs, BN, sk - n0, d, [&](int r) { return vbase + kv_off(p, b, n0 + r, hkv); }, vbase);
+  } else {
+    tc_load_tile_strided<T, D, NT, BN>(Ks, sk - n0, d, kbase + kv_off(p, b, n0, hkv), p.kv_ss);
+    tc_load_tile_strided<T, D, NT, BN>(Vs, sk - n0, d, vbase + kv_off(p, b, n0, hkv), p.kv_ss);
+  }
+  cp_async_commit();
+
+  float dk[2][NDH][4], dv[2][NDH][4];
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int dt = 0; dt < NDH; dt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) dk[mt][dt][e] = dv[mt][dt][e] = 0.f;
+  const float scale_log2 = p.scale * LOG2E;
+
+  const int nmb_all = (sq + BM - 1) / BM;
+  int mb_lo = nmb_all, mb_hi = 0;
+  for (int mb = 0; mb < nmb_all; mb++) {
+    const int m0 = mb * BM, last = min(m0 + BM, sq) - 1;
+    int lo_f, hi_f, lo_l, hi_l;
+    key_range(p, m0, sq, sk, lo_f, hi_f);
+    key_range(p, last, sq, sk, lo_l, hi_l);
+    if (block_pair_live<BN>(lo_f, hi_l, n0)) {
+      mb_lo = min(mb_lo, mb);
+      mb_hi = mb + 1;
+    }
+  }
+  const int nmb = mb_hi > mb_lo ? mb_hi - mb_lo : 0;
+  const int iters = G * nmb;
+  auto step_mb = [&](int it) { return mb_hi - 1 - it / G; };
+  auto step_h = [&](int it) { return hkv * G + it % G; };
+  auto load_q = [&](int it, int stage) {
+    const int h = step_h(it);
+    const int m0 = step_mb(it) * BM;
+    const long long qo = q_off(p, b, m0, h);
+    tc_load_tile_strided<T, D, NT, BM>(Qs0 + stage * BM * D, sq - m0, d, qbase + qo, p.q_ss);
+    tc_load_tile_strided<T, D, NT, BM>(dOs0 + stage * BM * D, sq - m0, d, obase + qo, p.q_ss);
+    for (int r = tid; r < BM; r += NT) {
+      const int i = m0 + r;
+      const bool ok = i < sq;
+      const long long li = ok ? lse_idx(p, b, h, i) : 0;
+      cp_async4(lse_s0 + stage * BM + r, p.lse_in + li, ok ? 4 : 0);
+      cp_async4(dsum_s0 + stage * BM + r, p.dsum + li, ok ? 4 : 0);
+    }
+  };
+  if (iters > 0) load_q(0, 0);
+  cp_async_commit();
+
+  // Lane addresses of the A fragments of the pair's P^T / dS^T tiles (row lane % 16, chunk lane / 16).
+  const uint32_t pa_addr = smem_u32(pbuf) + ((lane & 15) * PLD + (lane >> 4) * 8) * (int)sizeof(T);
+  const uint32_t da_addr = smem_u32(dsbuf) + ((lane & 15) * PLD + (lane >> 4) * 8) * (int)sizeof(T);
+  const int dh0 = role * NDH;  // this warp's first n8 tile of d
+
+  for (int it = 0; it < iters; it++) {
+    const int mb = step_mb(it);
+    const int m0 = mb * BM;
+    const int stage = it & 1;
+    const T* Qs = Qs0 + stage * BM * D;
+    const T* dOs = dOs0 + stage * BM * D;
+    bool need_mask;
+    {
+      const int last = min(m0 + BM, sq) - 1;
+      int lo_f, hi_f, lo_l, hi_l;
+      key_range(p, m0, sq, sk, lo_f, hi_f);
+      key_range(p, last, sq, sk, lo_l, hi_l);
+      need_mask = !(n0 >= lo_l && n0 + BN <= hi_f);
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // step it in place; every warp is done with the other stage
+    if (it + 1 < iters) load_q(it + 1, stage ^ 1);
+    cp_async_commit();
+
+    uint32_t pa[2][BM / 16][4], da[2][BM / 16][4];
+    if (role == 0) {
+      const float* lse_s = lse_s0 + stage * BM;
+      const float* dsum_s = dsum_s0 + stage * BM;
+      float st[2][NBM][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NBM; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) st[mt][nt][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ks++) {
+        uint32_t a[2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) ld_a<D>(a[mt], Ks, kr0 + mt * 16, ks, lane);
+#pragma unroll
+        for (int nt = 0; nt < NBM; nt += 2) {
+          uint32_t bb[4];
+          ld_b<D>(bb, Qs, nt * 8, ks, lane);
+#pragma unroll
+          for (int mt = 0; mt < 2; mt++) {
+            mma16816<T>(st[mt][nt], a[mt], bb);
+            mma16816<T>(st[mt][nt + 1], a[mt], bb + 2);
+          }
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < NBM; nt++)
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+          const float lr = lse_s[nt * 8 + tq * 2 + u];
+          const float l2 = lr == -INFINITY ? INFINITY : lr * LOG2E;
+#pragma unroll
+          for (int mt = 0; mt < 2; mt++) {
+            st[mt][nt][u] = exp2_approx(st[mt][nt][u] * scale_log2 - l2);
+            st[mt][nt][u + 2] = exp2_approx(st[mt][nt][u + 2] * scale_log2 - l2);
+          }
+        }
+      if (need_mask) {
+        asm volatile("");  // a real branch (see tc_fwd.cuh)
+#pragma unroll
+        for (int nt = 0; nt < NBM; nt++)
+#pragma unroll
+          for (int u = 0; u < 2; u++) {
+            int lo, hi;
+            key_range(p, m0 + nt * 8 + tq * 2 + u, sq, sk, lo, hi);
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+              for (int hf = 0; hf < 2; hf++) {
+                const int j = n0 + kr0 + mt * 16 + g + 8 * hf;
+                if (!(j >= lo && j < hi)) st[mt][nt][u + 2 * hf] = 0.f;
+              }
+          }
+      }
+      bar_sync_n(bar_x, 64);  // warp 1's dP^T is in xbuf
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) acc_to_a<T>(pa[mt][kk], st[mt][2 * kk], st[mt][2 * kk + 1]);
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NBM; nt++) {
+          const float4 x = xbuf[(mt * NBM + nt) * 32 + lane];
+          const float ds0 = dsum_s[nt * 8 + tq * 2], ds1 = dsum_s[nt * 8 + tq * 2 + 1];
+          st[mt][nt][0] *= x.x - ds0;
+          st[mt][nt][1] *= x.y - ds1;
+          st[mt][nt][2] *= x.z - ds0;
+          st[mt][nt][3] *= x.w - ds1;
+        }
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) acc_to_a<T>(da[mt][kk], st[mt][2 * kk], st[mt][2 * kk + 1]);
+      // P^T and dS^T for warp 1, in the A fragments' own packing: row g (+8), columns tq * 2 (+8).
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++)
+#pragma unroll
+          for (int r = 0; r < 4; r++) {
+            const int o = (mt * 16 + g + 8 * (r & 1)) * PLD + kk * 16 + 8 * (r >> 1) + tq * 2;
+            *reinterpret_cast<uint32_t*>(pbuf + o) = pa[mt][kk][r];
+            *reinterpret_cast<uint32_t*>(dsbuf + o) = da[mt][kk][r];
+          }
+      bar_arrive_n(bar_p, 64);
+    } else {
+      float dpt[2][NBM][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NBM; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) dpt[mt][nt][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ks++) {
+        uint32_t a[2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) ld_a<D>(a[mt], Vs, kr0 + mt * 16, ks, lane);
+#pragma unroll
+        for (int nt = 0; nt < NBM; nt += 2) {
+          uint32_t bb[4];
+          ld_b<D>(bb, dOs, nt * 8, ks, lane);
+#pragma unroll
+          for (int mt = 0; mt < 2; mt++) {
+            mma16816<T>(dpt[mt][nt], a[mt], bb);
+            mma16816<T>(dpt[mt][nt + 1], a[mt], bb + 2);
+          }
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int nt = 0; nt < NBM; nt++)
+          xbuf[(mt * NBM + nt) * 32 + lane] = make_float4(dpt[mt][nt][0], dpt[mt][nt][1], dpt[mt][nt][2], dpt[mt][nt][3]);
+      bar_arrive_n(bar_x, 64);
+      bar_sync_n(bar_p, 64);  // warp 0's P^T and dS^T are in pbuf / dsbuf
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; kk++) {
+          const uint32_t o = (mt * 16 * PLD + kk * 16) * (int)sizeof(T);
+          ldsm_x4(pa[mt][kk], pa_addr + o);
+          ldsm_x4(da[mt][kk], da_addr + o);
+        }
+    }
+    // dV += P~^T dO and dK += dS^T Q over this warp's half of d.
+#pragma unroll
+    for (int kk = 0; kk < BM / 16; kk++)
+#pragma unroll
+      for (int dt = 0; dt < NDH; dt += 2) {
+        uint32_t bb[4];
+        ld_bt<D>(bb, dOs, kk, dh0 + dt, lane);
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+          mma16816<T>(dv[mt][dt], pa[mt][kk], bb);
+          mma16816<T>(dv[mt][dt + 1], pa[mt][kk], bb + 2);
+        }
+        ld_bt<D>(bb, Qs, kk, dh0 + dt, lane);
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+          mma16816<T>(dk[mt][dt], da[mt][kk], bb);
+          mma16816<T>(dk[mt][dt + 1], da[mt][kk], bb + 2);
+        }
+      }
+  }
+  cp_async_wait<0>();
+  T* dkb = static_cast<T*>(p.dk);
+  T* dvb = static_cast<T*>(p.dv);
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+      const int j = n0 + kr0 + mt * 16 + g + 8 * hf;
+      if (j >= sk) continue;
+      const long long o = kv_off(p, b, j, hkv);
+#pragma unroll
+      for (int dt = 0; dt < NDH; dt++) {
+        const int c = (dh0 + dt) * 8 + tq * 2;
+        if (c < d) {
+          *reinterpret_cast<uint32_t*>(dkb + o + c) =
+              pack2<T>(dk[mt][dt][2 * hf] * p.scale, dk[mt][dt][2 * hf + 1] * p.scale);
+          *reinterpret_cast<uint32_t*>(dvb + o + c) = pack2<T>(dv[mt][dt][2 * hf], dv[mt][dt][2 * hf + 1]);
+        }
+      }
+    }
+}
+
+template <typename T, int D, int BM, int NP> cudaError_t tc_dkdv_pair_launch(const AttnParams& p, cudaStream_t st) {
+  constexpr int BN = 32 * NP;
+  constexpr int NBM = BM / 8;
+  constexpr size_t smem = (size_t)(2 * BN + 4 * BM) * D * sizeof(T) + 4 * BM * sizeof(float) +
+                          (size_t)NP * 2 * NBM * 32 * 16 + (size_t)NP * 2 * 32 * (BM + 8) * sizeof(T);
+  auto kern = tc_bwd_dkdv_pair_kernel<T, D, BM, NP>;
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+  }
+  dim3 grid((unsigned)((p.seq_k + BN - 1) / BN), (unsigned)p.hk, (unsigned)p.batch);
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;
+  kern<<<grid, NP * 64, smem, st>>>(p);
+  return cudaGetLastError();
+}
+
 // STAGES = 2: the next key block's K and V load while this one is computed.
 // STAGES = 3 (run 11): a 3-stage K/V ring, and each key block's dQ product (dS K) issued inside the
 // next block's S / dP loop, so that two independent mma streams interleave (dS kept as packed A
-// fragments, 8 registers; the previous block's K stays in its stage).
-template <typename T, int D, int BN, int NW, bool EXTRAS, int STAGES>
+// fragments, 8 registers per m-tile; the previous block's K stays in its stage).
+// MT: m16 tiles per warp (run 14). With MT = 2 each K / V / K^T B fragment read from shared memory
+// feeds two m-tiles (twice the independent accumulator chains per warp, half the B traffic per mma);
+// Q and dO then stay in registers only where they fit (d = 64): at d = 128 the dQ accumulators alone
+// take 128 registers.
+template <typename T, int D, int BN, int NW, bool EXTRAS, int STAGES, int MT = 1>
 __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
-  constexpr int BM = 16 * NW;
+  constexpr int BM = 16 * NW * MT;
   constexpr int NT = NW * 32;
   constexpr int NBN = BN / 8;
   constexpr int ND = D / 8;
@@ -527,6 +843,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
   const int off = sk - sq, d = p.d;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tq = lane & 3;
+  const int wr0 = warp * 16 * MT;  // this warp's first row in the block
   const T* kbase = static_cast<const T*>(p.k);
   const T* vbase = static_cast<const T*>(p.v);
   const T* qbase = static_cast<const T*>(p.q);
@@ -539,27 +856,31 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
   const int nb_lo = lo_first / BN;
   const int nb_hi = hi_last > lo_first ? (hi_last + BN - 1) / BN : nb_lo;
 
-  float dq[ND][4];
+  float dq[MT][ND][4];
 #pragma unroll
-  for (int dt = 0; dt < ND; dt++)
+  for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int e = 0; e < 4; e++) dq[dt][e] = 0.f;
-  int ri[2], rlo[2], rhi[2];
-  float lse2[2], lsen[2], dsm[2];
+    for (int dt = 0; dt < ND; dt++)
 #pragma unroll
-  for (int hf = 0; hf < 2; hf++) {
-    ri[hf] = m0 + warp * 16 + g + 8 * hf;
-    key_range(p, ri[hf], sq, sk, rlo[hf], rhi[hf]);
-    float lse = -INFINITY, ds = 0.f;
-    if (ri[hf] < sq) {
-      const long long li = lse_idx(p, b, h, ri[hf]);
-      lse = p.lse_in[li];
-      ds = p.dsum[li];
+      for (int e = 0; e < 4; e++) dq[mt][dt][e] = 0.f;
+  int ri[MT][2], rlo[MT][2], rhi[MT][2];
+  float lse2[MT][2], lsen[MT][2], dsm[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+      ri[mt][hf] = m0 + wr0 + mt * 16 + g + 8 * hf;
+      key_range(p, ri[mt][hf], sq, sk, rlo[mt][hf], rhi[mt][hf]);
+      float lse = -INFINITY, ds = 0.f;
+      if (ri[mt][hf] < sq) {
+        const long long li = lse_idx(p, b, h, ri[mt][hf]);
+        lse = p.lse_in[li];
+        ds = p.dsum[li];
+      }
+      lse2[mt][hf] = lse == -INFINITY ? INFINITY : lse * LOG2E;
+      lsen[mt][hf] = lse;
+      dsm[mt][hf] = ds;
     }
-    lse2[hf] = lse == -INFINITY ? INFINITY : lse * LOG2E;
-    lsen[hf] = lse;
-    dsm[hf] = ds;
-  }
   const float scale_log2 = p.scale * LOG2E;
 
   const long long kv0 = p.block_table ? 0 : kv_off(p, b, 0, hkv);  // row 0 of this key head (unpaged)
@@ -583,27 +904,32 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
     if constexpr (STAGES >= 2) load_kv(nb_lo, 0);
     cp_async_commit();
   }
-  // QREG: this warp's 16 rows of Q and dO stay in registers as A fragments (2 * D / 4 registers)
-  // instead of 2 * D / 16 ldmatrix per key block, a quarter of the pass's shared-memory reads (run 9).
-  constexpr bool QREG = !EXTRAS;
-  uint32_t qa[QREG ? D / 16 : 1][4], oa[QREG ? D / 16 : 1][4];
+  // QREG: this warp's rows of Q and dO stay in registers as A fragments (2 * MT * D / 4 registers)
+  // instead of 2 * MT * D / 16 ldmatrix per key block, a quarter of the pass's shared-memory reads
+  // at MT = 1 (run 9).
+  constexpr bool QREG = !EXTRAS && (MT == 1 || D <= 64);
+  uint32_t qa[QREG ? MT : 1][QREG ? D / 16 : 1][4], oa[QREG ? MT : 1][QREG ? D / 16 : 1][4];
   if constexpr (QREG) {
     if (nb_lo < nb_hi) {
       cp_async_wait<0>();
       __syncthreads();
 #pragma unroll
-      for (int ks = 0; ks < D / 16; ks++) {
-        ld_a<D>(qa[ks], Qs, warp * 16, ks, lane);
-        ld_a<D>(oa[ks], dOs, warp * 16, ks, lane);
-      }
+      for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ks++) {
+          ld_a<D>(qa[mt][ks], Qs, wr0 + mt * 16, ks, lane);
+          ld_a<D>(oa[mt][ks], dOs, wr0 + mt * 16, ks, lane);
+        }
     }
   }
   // DEFER: the previous block's dS (packed A fragments, zero before the first block) and K stage.
-  uint32_t dsa[DEFER ? BN / 16 : 1][4];
+  uint32_t dsa[MT][DEFER ? BN / 16 : 1][4];
 #pragma unroll
-  for (int kk = 0; kk < (DEFER ? BN / 16 : 1); kk++)
+  for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int e = 0; e < 4; e++) dsa[kk][e] = 0u;
+    for (int kk = 0; kk < (DEFER ? BN / 16 : 1); kk++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) dsa[mt][kk][e] = 0u;
   const T* Kprev = Ks0;
   for (int nb = nb_lo; nb < nb_hi; nb++) {
     const int j0 = nb * BN;
@@ -627,33 +953,41 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
     }
     const bool need_mask = EXTRAS || !(j0 >= lo_last && j0 + BN <= hi_first);
 
-    float s[NBN][4], dp[NBN][4];
+    float s[MT][NBN][4], dp[MT][NBN][4];
 #pragma unroll
-    for (int nt = 0; nt < NBN; nt++)
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.f;
+      for (int nt = 0; nt < NBN; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[mt][nt][e] = dp[mt][nt][e] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < D / 16; ks++) {
-      uint32_t a[4], a2[4];
-      if constexpr (QREG) {
+      uint32_t a[MT][4], a2[MT][4];
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          a[e] = qa[ks][e];
-          a2[e] = oa[ks][e];
+      for (int mt = 0; mt < MT; mt++) {
+        if constexpr (QREG) {
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            a[mt][e] = qa[mt][ks][e];
+            a2[mt][e] = oa[mt][ks][e];
+          }
+        } else {
+          ld_a<D>(a[mt], Qs, wr0 + mt * 16, ks, lane);
+          ld_a<D>(a2[mt], dOs, wr0 + mt * 16, ks, lane);
         }
-      } else {
-        ld_a<D>(a, Qs, warp * 16, ks, lane);
-        ld_a<D>(a2, dOs, warp * 16, ks, lane);
       }
 #pragma unroll
       for (int nt = 0; nt < NBN; nt += 2) {
         uint32_t bb[4], bv[4];
         ld_b<D>(bb, Ks, nt * 8, ks, lane);
         ld_b<D>(bv, Vs, nt * 8, ks, lane);
-        mma16816<T>(s[nt], a, bb);
-        mma16816<T>(s[nt + 1], a, bb + 2);
-        mma16816<T>(dp[nt], a2, bv);
-        mma16816<T>(dp[nt + 1], a2, bv + 2);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma16816<T>(s[mt][nt], a[mt], bb);
+          mma16816<T>(s[mt][nt + 1], a[mt], bb + 2);
+          mma16816<T>(dp[mt][nt], a2[mt], bv);
+          mma16816<T>(dp[mt][nt + 1], a2[mt], bv + 2);
+        }
       }
       if constexpr (DEFER) {
         // The previous block's dQ += dS K, a share per k step.
@@ -664,59 +998,72 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
           const int kk = u / (ND / 2), dt = (u % (ND / 2)) * 2;
           uint32_t bb[4];
           ld_bt<D>(bb, Kprev, kk, dt, lane);
-          mma16816<T>(dq[dt], dsa[kk], bb);
-          mma16816<T>(dq[dt + 1], dsa[kk], bb + 2);
+#pragma unroll
+          for (int mt = 0; mt < MT; mt++) {
+            mma16816<T>(dq[mt][dt], dsa[mt][kk], bb);
+            mma16816<T>(dq[mt][dt + 1], dsa[mt][kk], bb + 2);
+          }
         }
       }
     }
     // dS = P (dP w - D) slope.
 #pragma unroll
-    for (int nt = 0; nt < NBN; nt++)
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int hf = e >> 1;
-        const int j = j0 + nt * 8 + tq * 2 + (e & 1);
-        float ds;
-        if constexpr (EXTRAS) {
-          float P, slope, w;
-          tc_pair_extras(p, s[nt][e], lsen[hf], ri[hf] < sq && j >= rlo[hf] && j < rhi[hf], b, h, ri[hf], j, off, P,
-                         slope, w);
-          ds = P * (dp[nt][e] * w - dsm[hf]) * slope;
-        } else {
-          const float P = exp2_approx(s[nt][e] * scale_log2 - lse2[hf]);
-          ds = P * (dp[nt][e] - dsm[hf]);
+      for (int nt = 0; nt < NBN; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int hf = e >> 1;
+          const int j = j0 + nt * 8 + tq * 2 + (e & 1);
+          float ds;
+          if constexpr (EXTRAS) {
+            float P, slope, w;
+            tc_pair_extras(p, s[mt][nt][e], lsen[mt][hf], ri[mt][hf] < sq && j >= rlo[mt][hf] && j < rhi[mt][hf], b,
+                           h, ri[mt][hf], j, off, P, slope, w);
+            ds = P * (dp[mt][nt][e] * w - dsm[mt][hf]) * slope;
+          } else {
+            const float P = exp2_approx(s[mt][nt][e] * scale_log2 - lse2[mt][hf]);
+            ds = P * (dp[mt][nt][e] - dsm[mt][hf]);
+          }
+          s[mt][nt][e] = ds;
         }
-        s[nt][e] = ds;
-      }
     if constexpr (!EXTRAS) {
       if (need_mask) {
         asm volatile("");  // a real branch (see tc_fwd.cuh)
 #pragma unroll
-        for (int nt = 0; nt < NBN; nt++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-          for (int e = 0; e < 4; e++) {
-            const int hf = e >> 1;
-            const int j = j0 + nt * 8 + tq * 2 + (e & 1);
-            if (!(j >= rlo[hf] && j < rhi[hf])) s[nt][e] = 0.f;
-          }
+          for (int nt = 0; nt < NBN; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+              const int hf = e >> 1;
+              const int j = j0 + nt * 8 + tq * 2 + (e & 1);
+              if (!(j >= rlo[mt][hf] && j < rhi[mt][hf])) s[mt][nt][e] = 0.f;
+            }
       }
     }
     // dQ += dS K (DEFER: in the next block's loop, or after the last).
     if constexpr (DEFER) {
 #pragma unroll
-      for (int kk = 0; kk < BN / 16; kk++) acc_to_a<T>(dsa[kk], s[2 * kk], s[2 * kk + 1]);
+      for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) acc_to_a<T>(dsa[mt][kk], s[mt][2 * kk], s[mt][2 * kk + 1]);
       Kprev = Ks;
     } else {
 #pragma unroll
       for (int kk = 0; kk < BN / 16; kk++) {
-        uint32_t a[4];
-        acc_to_a<T>(a, s[2 * kk], s[2 * kk + 1]);
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) acc_to_a<T>(a[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
         for (int dt = 0; dt < ND; dt += 2) {
           uint32_t bb[4];
           ld_bt<D>(bb, Ks, kk, dt, lane);
-          mma16816<T>(dq[dt], a, bb);
-          mma16816<T>(dq[dt + 1], a, bb + 2);
+#pragma unroll
+          for (int mt = 0; mt < MT; mt++) {
+            mma16816<T>(dq[mt][dt], a[mt], bb);
+            mma16816<T>(dq[mt][dt + 1], a[mt], bb + 2);
+          }
         }
       }
     }
@@ -729,33 +1076,40 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
         for (int dt = 0; dt < ND; dt += 2) {
           uint32_t bb[4];
           ld_bt<D>(bb, Kprev, kk, dt, lane);
-          mma16816<T>(dq[dt], dsa[kk], bb);
-          mma16816<T>(dq[dt + 1], dsa[kk], bb + 2);
+#pragma unroll
+          for (int mt = 0; mt < MT; mt++) {
+            mma16816<T>(dq[mt][dt], dsa[mt][kk], bb);
+            mma16816<T>(dq[mt][dt + 1], dsa[mt][kk], bb + 2);
+          }
         }
     }
   }
   cp_async_wait<0>();
   T* dqb = static_cast<T*>(p.dq);
 #pragma unroll
-  for (int hf = 0; hf < 2; hf++) {
-    if (ri[hf] >= sq) continue;
-    const long long o = q_off(p, b, ri[hf], h);
+  for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int dt = 0; dt < ND; dt++) {
-      const int c = dt * 8 + tq * 2;
-      if (c < d) *reinterpret_cast<uint32_t*>(dqb + o + c) = pack2<T>(dq[dt][2 * hf] * p.scale, dq[dt][2 * hf + 1] * p.scale);
+    for (int hf = 0; hf < 2; hf++) {
+      if (ri[mt][hf] >= sq) continue;
+      const long long o = q_off(p, b, ri[mt][hf], h);
+#pragma unroll
+      for (int dt = 0; dt < ND; dt++) {
+        const int c = dt * 8 + tq * 2;
+        if (c < d)
+          *reinterpret_cast<uint32_t*>(dqb + o + c) =
+              pack2<T>(dq[mt][dt][2 * hf] * p.scale, dq[mt][dt][2 * hf + 1] * p.scale);
+      }
     }
-  }
 }
 
-template <typename T, int D, int BM, int NW, bool EXTRAS, int STAGES, int DQ = DQ_NONE, bool SDP = true>
+template <typename T, int D, int BM, int NW, bool EXTRAS, int STAGES, int DQ = DQ_NONE>
 cudaError_t tc_dkdv_launch(const AttnParams& p, cudaStream_t st, float* dq_acc = nullptr, unsigned* dq_sem = nullptr) {
   constexpr int BN = 16 * NW;
   constexpr int NS = STAGES < 2 ? 1 : 2;
   constexpr size_t smem = (size_t)(2 * BN + 2 * NS * BM + (DQ == DQ_NONE ? 0 : BM * BN / D)) * D * sizeof(T) +
                           3 * NS * BM * sizeof(float);
   static_assert(DQ == DQ_NONE || (BM * BN) % D == 0, "dS tile in whole rows of D");
-  auto kern = tc_bwd_dkdv_kernel<T, D, BM, NW, EXTRAS, STAGES, DQ, SDP>;
+  auto kern = tc_bwd_dkdv_kernel<T, D, BM, NW, EXTRAS, STAGES, DQ>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -819,12 +1173,12 @@ cudaError_t tc_fused_launch(const AttnParams& p, cudaStream_t st, size_t* scratc
   return e;
 }
 
-template <typename T, int D, int BN, int NW, bool EXTRAS, int STAGES>
+template <typename T, int D, int BN, int NW, bool EXTRAS, int STAGES, int MT = 1>
 cudaError_t tc_dq_launch(const AttnParams& p, cudaStream_t st) {
-  constexpr int BM = 16 * NW;
+  constexpr int BM = 16 * NW * MT;
   constexpr int NS = STAGES < 2 ? 1 : STAGES;
   constexpr size_t smem = (size_t)(2 * NS * BN + 2 * BM) * D * sizeof(T);
-  auto kern = tc_bwd_dq_kernel<T, D, BN, NW, EXTRAS, STAGES>;
+  auto kern = tc_bwd_dq_kernel<T, D, BN, NW, EXTRAS, STAGES, MT>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -841,7 +1195,13 @@ cudaError_t tc_dq_launch(const AttnParams& p, cudaStream_t st) {
 // atomics 7.90 and 7.40), so it is built only into FA_TUNE builds, as variants: 1 fused, ordered dQ
 // (deterministic); 2 fused, unordered atomics (what the order costs; not deterministic); 3 and 4 the
 // same with 8 warps (128-key blocks: half the dQ reductions). 2 and 4 fall back to 1 and 3 for varlen.
-// Variant 5: run 10's two passes (no S^T / dP^T interleave, no cp.async of lse / D, no deferred dQ).
+// Run 14's variants (PERF.md row 14): 5 the dQ pass with two m-tiles per warp (MT = 2, 128 query rows
+// per CTA), at d = 64 with the deferred product (3 stages), at d = 128 without it (2 stages): +2-5 %
+// over the default, gradients bit-identical, but not yet through the conformance suite, so not the
+// default yet; 6 the other MT = 2 forms (d = 64: 2 stages; d = 128: 3 stages, 4 B of spills); 7
+// (d = 128; d = 64 runs the default) the warp-pair dK/dV kernel, then the default dQ pass (2-3 %
+// slower at d = 128; at d = 64, measured in run 14 before it was dropped there, 15 %). Run 10's two
+// passes, variant 5 until run 13, are gone (rows 11b-11c hold that A/B).
 template <typename T, bool EXTRAS>
 cudaError_t tc_backward_t(const AttnParams& p, int variant, cudaStream_t st, size_t* scratch_bytes) {
   (void)variant;
@@ -869,18 +1229,25 @@ cudaError_t tc_backward_t(const AttnParams& p, int variant, cudaStream_t st, siz
                            : tc_fused_launch<T, 128, 32, 8, DQ_ATOMIC>(p, st, scratch_bytes);
         return p.d <= 64 ? tc_fused_launch<T, 64, 64, 8, DQ_ORDERED>(p, st, scratch_bytes)
                          : tc_fused_launch<T, 128, 32, 8, DQ_ORDERED>(p, st, scratch_bytes);
-      case 5:  // run 10's two passes (dK/dV: S^T and dP^T apart, lse and D by plain loads; dQ: 2 stages)
-        e = p.d <= 64 ? tc_dkdv_launch<T, 64, 64, 4, false, 2, DQ_NONE, false>(p, st)
-                      : tc_dkdv_launch<T, 128, 32, 4, false, 2, DQ_NONE, false>(p, st);
-        if (e == cudaSuccess)
-          e = p.d <= 64 ? tc_dq_launch<T, 64, 32, 4, false, 2>(p, st) : tc_dq_launch<T, 128, 32, 4, false, 2>(p, st);
-        return e;
+      case 5:
+      case 6:
+        e = p.d <= 64 ? tc_dkdv_launch<T, 64, 64, 4, false, 2>(p, st) : tc_dkdv_launch<T, 128, 32, 4, false, 2>(p, st);
+        if (e != cudaSuccess) return e;
+        if (variant == 5)
+          return p.d <= 64 ? tc_dq_launch<T, 64, 32, 4, false, 3, 2>(p, st) : tc_dq_launch<T, 128, 32, 4, false, 2, 2>(p, st);
+        return p.d <= 64 ? tc_dq_launch<T, 64, 32, 4, false, 2, 2>(p, st) : tc_dq_launch<T, 128, 32, 4, false, 3, 2>(p, st);
+      case 7:
+        if (p.d > 64) {
+          e = tc_dkdv_pair_launch<T, 128, 32, 2>(p, st);
+          return e == cudaSuccess ? tc_dq_launch<T, 128, 32, 4, false, 3>(p, st) : e;
+        }
+        break;
       default: break;
     }
   }
 #endif
   // dQ pass: 3 stages with the deferred dQ product, except the EXTRAS kernel (already at 168
-  // registers with its per-pair modifiers).
+  // registers with its per-pair modifiers). Variant 5 (two m-tiles per warp) is the candidate.
   constexpr int DQS = EXTRAS ? 2 : 3;
   if (p.d <= 64) {
     e = tc_dkdv_launch<T, 64, EXTRAS ? 32 : 64, 4, EXTRAS, 2>(p, st);
