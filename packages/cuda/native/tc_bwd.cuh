@@ -4,8 +4,8 @@
 // fragments for dV += P~^T dO and dK += dS^T Q. The CTA loops over the query blocks (last first) and,
 // inside, the query heads of its GQA group, in a fixed order: no atomics.
 //  - Default: two passes. dQ in its own kernel, one CTA per (query block, head, batch), dQ += dS K
-//    over the key blocks (7 products per block pair against FA2's 5). Run 14's candidate (variant 5):
-//    each warp of the dQ pass owns 32 query rows, so every K / V fragment it reads serves two m16 tiles.
+//    over the key blocks (7 products per block pair against FA2's 5). Since run 17 each warp of the dQ
+//    pass owns 32 query rows, so every K / V fragment it reads serves two m16 tiles (run 14).
 //  - Fused (FA_TUNE builds, variants 1-4; PERF.md run 11): the dK/dV CTA also computes its dQ
 //    contribution dS K (5 products). dS goes through shared memory and the CTA adds its float32 dQ
 //    tile to a scratch accumulator, either with unordered atomics or in a fixed order: one counter per
@@ -1195,10 +1195,11 @@ cudaError_t tc_dq_launch(const AttnParams& p, cudaStream_t st) {
 // atomics 7.90 and 7.40), so it is built only into FA_TUNE builds, as variants: 1 fused, ordered dQ
 // (deterministic); 2 fused, unordered atomics (what the order costs; not deterministic); 3 and 4 the
 // same with 8 warps (128-key blocks: half the dQ reductions). 2 and 4 fall back to 1 and 3 for varlen.
-// Run 14's variants (PERF.md row 14): 5 the dQ pass with two m-tiles per warp (MT = 2, 128 query rows
-// per CTA), at d = 64 with the deferred product (3 stages), at d = 128 without it (2 stages): +2-5 %
-// over the default, gradients bit-identical, but not yet through the conformance suite, so not the
-// default yet; 6 the other MT = 2 forms (d = 64: 2 stages; d = 128: 3 stages, 4 B of spills); 7
+// Run 14's variants (PERF.md row 14): the dQ pass with two m-tiles per warp (MT = 2, 128 query rows
+// per CTA), at d = 64 with the deferred product (3 stages), at d = 128 without it (2 stages), +2-5 %
+// with bit-identical gradients, is the default since run 17; 5 is now the one-m-tile dQ pass it
+// replaced (3 stages), kept for the A/B; 6 the other MT = 2 forms (d = 64: 2 stages; d = 128: 3
+// stages, 4 B of spills); 7
 // (d = 128; d = 64 runs the default) the warp-pair dK/dV kernel, then the default dQ pass (2-3 %
 // slower at d = 128; at d = 64, measured in run 14 before it was dropped there, 15 %). Run 10's two
 // passes, variant 5 until run 13, are gone (rows 11b-11c hold that A/B).
@@ -1234,7 +1235,7 @@ cudaError_t tc_backward_t(const AttnParams& p, int variant, cudaStream_t st, siz
         e = p.d <= 64 ? tc_dkdv_launch<T, 64, 64, 4, false, 2>(p, st) : tc_dkdv_launch<T, 128, 32, 4, false, 2>(p, st);
         if (e != cudaSuccess) return e;
         if (variant == 5)
-          return p.d <= 64 ? tc_dq_launch<T, 64, 32, 4, false, 3, 2>(p, st) : tc_dq_launch<T, 128, 32, 4, false, 2, 2>(p, st);
+          return p.d <= 64 ? tc_dq_launch<T, 64, 32, 4, false, 3>(p, st) : tc_dq_launch<T, 128, 32, 4, false, 3>(p, st);
         return p.d <= 64 ? tc_dq_launch<T, 64, 32, 4, false, 2, 2>(p, st) : tc_dq_launch<T, 128, 32, 4, false, 3, 2>(p, st);
       case 7:
         if (p.d > 64) {
@@ -1246,16 +1247,18 @@ cudaError_t tc_backward_t(const AttnParams& p, int variant, cudaStream_t st, siz
     }
   }
 #endif
-  // dQ pass: 3 stages with the deferred dQ product, except the EXTRAS kernel (already at 168
-  // registers with its per-pair modifiers). Variant 5 (two m-tiles per warp) is the candidate.
-  constexpr int DQS = EXTRAS ? 2 : 3;
+  // dQ pass (run 14, the default since run 17): two m16 tiles per warp, 128 query rows per CTA; at
+  // d = 64 with the deferred dQ product on a 3-stage ring, at d = 128 on 2 stages (its 3-stage form
+  // spills). The EXTRAS kernel keeps one m-tile and 2 stages (already at 168 registers with its
+  // per-pair modifiers).
   if (p.d <= 64) {
     e = tc_dkdv_launch<T, 64, EXTRAS ? 32 : 64, 4, EXTRAS, 2>(p, st);
-    if (e == cudaSuccess) e = tc_dq_launch<T, 64, 32, 4, EXTRAS, DQS>(p, st);
-  } else {
-    e = tc_dkdv_launch<T, 128, 32, 4, EXTRAS, 2>(p, st);
-    if (e == cudaSuccess) e = tc_dq_launch<T, 128, 32, 4, EXTRAS, DQS>(p, st);
+    if (e != cudaSuccess) return e;
+    return EXTRAS ? tc_dq_launch<T, 64, 32, 4, EXTRAS, 2>(p, st) : tc_dq_launch<T, 64, 32, 4, EXTRAS, 3, 2>(p, st);
   }
+  e = tc_dkdv_launch<T, 128, 32, 4, EXTRAS, 2>(p, st);
+  if (e != cudaSuccess) return e;
+  return EXTRAS ? tc_dq_launch<T, 128, 32, 4, EXTRAS, 2>(p, st) : tc_dq_launch<T, 128, 32, 4, EXTRAS, 2, 2>(p, st);
   return e;
 }
 
