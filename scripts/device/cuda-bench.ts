@@ -154,7 +154,7 @@ async function profile(be: CudaBackend): Promise<void> {
 }
 
 // --profile-bwd: one backward (bfloat16, d = 128, s = 4096, full) with the default two passes, then
-// the two-m-tile dQ pass (variant 5) and the warp-pair dK/dV kernel (7), for Nsight Compute
+// the one-m-tile dQ pass of runs 11–14 (variant 5) and the warp-pair dK/dV kernel (7), for Nsight Compute
 // (cuda-run.sh profile-bwd).
 async function profileBackward(be: CudaBackend): Promise<void> {
   const d = 128;
@@ -224,16 +224,18 @@ async function decodeRepeat(be: CudaBackend, q: DeviceTensor, k: DeviceTensor, v
   });
 }
 
-// Run 15: the decode's per-CTA timeline (variant 10 prints %globaltimer at each CTA's milestones
-// as "TRACE ..." lines; packages/cuda/bench/decode_trace.py sums them up). Three calls, the last one read;
-// each call's event time is printed beside it so that the kernel's span can be set against it.
+// The decode's per-CTA timeline (runs 15, 17): variants 10 (the default) and 15 (run 17a's merge) record
+// %globaltimer at each CTA's milestones, printed as "TRACE ..." lines after each call;
+// packages/cuda/bench/decode_trace.py sums them up. Three calls of each, the last one read.
 async function decodeTrace(be: CudaBackend, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor) {
-  be.configure({ variant: 10 });
-  try {
-    const f = await be.timeForward(q, k, v, {}, { warmup: 0, iters: 3 });
-    console.log(`decode-trace: event times ${f.ms.map((x) => (1000 * x).toFixed(1)).join(' ')} us`);
-  } catch (e) {
-    console.log(`decode-trace: ${(e as Error).message}`);
+  for (const variant of [10, 15]) {
+    be.configure({ variant });
+    try {
+      await be.timeForward(q, k, v, {}, { warmup: 0, iters: 3 });
+      console.log(`decode-trace: variant ${variant}`);
+    } catch (e) {
+      console.log(`decode-trace: variant ${variant}: ${(e as Error).message}`);
+    }
   }
   be.configure({ variant: 0 });
 }
@@ -555,6 +557,9 @@ async function main(): Promise<void> {
           { variant: 8, generic: false },
           { variant: 9, generic: false },
           { variant: 11, generic: false },
+          { variant: 12, generic: false },
+          { variant: 13, generic: false },
+          { variant: 14, generic: false },
           { variant: 0, generic: true },
         );
       for (const t of tries) {

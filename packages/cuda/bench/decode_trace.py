@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Sums up the decode's per-CTA timeline (PERF.md row 15).
+"""Sums up the decode's per-CTA timeline (PERF.md rows 15 and 17).
 
-The bench's decode-trace step runs the tuning variant 10 (the default decode with TRACE) three times
-at sk = 32k; thread 0 of every CTA prints one "TRACE ..." line with %globaltimer readings. This reads
-a log, keeps the last call's lines (calls are told apart by a gap in the start times) and prints, in
-microseconds from the first CTA's start: when the CTAs started, when their warps left the key loop,
-the epilogue's steps, and the merges.
+The bench's decode-trace step runs each traced tuning variant (10: the default with TRACE; 15: run
+17a's merge with TRACE) three times at sk = 32k. The kernel records %globaltimer readings per CTA
+and a one-thread kernel after it prints them as "TRACE ..." lines (the four loop ends: warps 0 and 1,
+the earliest and the latest warp of the CTA). This reads a log and, for each traced variant, keeps
+the last call's lines (calls are told apart by a gap in the start times) and prints, in microseconds
+from the first CTA's start: when the CTAs started, when their warps left the key loop, the
+epilogue's steps, and the merges.
 
-    python3 packages/cuda/bench/decode_trace.py packages/cuda/bench/results/run15/run.log
+    python3 packages/cuda/bench/decode_trace.py packages/cuda/bench/results/run17b/cuda-bench.log
 """
 import re
 import statistics
@@ -33,6 +35,8 @@ def row(name, xs):
 
 
 def main(path):
+    # One summary per "decode-trace:" line (the bench prints one after each traced variant's calls),
+    # of the TRACE lines before it.
     ctas = []
     for line in open(path, errors="replace"):
         m = PAT.search(line)
@@ -40,9 +44,15 @@ def main(path):
             v = [int(x) for x in m.groups()]
             ctas.append(dict(s=v[0], h=v[1], sm=v[2], last=v[3], start=v[4], first=v[5], w=v[6:10],
                              part=v[10], atom=v[11], end=v[12]))
-    for line in open(path, errors="replace"):
-        if line.startswith("decode-trace:"):
+        elif line.startswith("decode-trace:"):
             print(line.strip())
+            summarize(ctas)
+            ctas = []
+    if ctas:
+        summarize(ctas)
+
+
+def summarize(ctas):
     if not ctas:
         print("no TRACE lines")
         return

@@ -257,7 +257,7 @@ class Context : public Napi::ObjectWrap<Context> {
   unsigned int* split_count_ = nullptr;
   long long split_count_len_ = 0;
 
-  void bind_split_count(fa::AttnParams& p) {
+  void bind_decode_state(fa::AttnParams& p) {
     const long long need = (long long)p.batch * p.hk;
     if (need > split_count_len_) {
       const long long n = std::max<long long>(need, 256);
@@ -272,13 +272,22 @@ class Context : public Napi::ObjectWrap<Context> {
     }
     p.split_count = split_count_;
     p.split_count_len = split_count_len_;
+    p.decode_part = &decode_part_;
   }
 
-  void release_split_count() {
+  void release_decode_state() {
     if (split_count_) cudaFreeAsync(split_count_, stream_);
     split_count_ = nullptr;
     split_count_len_ = 0;
+    if (decode_part_.ptr) cudaFreeAsync(decode_part_.ptr, stream_);
+    decode_part_ = fa::KeptBuffer{};
   }
+
+  // The tensor-core decode's split partials (AttnParams::decode_part), kept across calls: a
+  // stream-ordered allocation and free per call cost ~1 us of device time at 32k keys (PERF.md run
+  // 15, variant 11). Grown by the launch code, at most 32 MB (larger needs allocate per call); not in
+  // live_bytes_, like the counters.
+  fa::KeptBuffer decode_part_;
 
   void release(uint32_t id) {
     auto it = bufs_.find(id);
@@ -340,7 +349,7 @@ class Context : public Napi::ObjectWrap<Context> {
       cudaSetDevice(device_);
       for (auto& kv : bufs_) cudaFreeAsync(kv.second.ptr, stream_);
       bufs_.clear();
-      release_split_count();
+      release_decode_state();
       cudaStreamSynchronize(stream_);
       cudaStreamDestroy(stream_);
       ready_ = false;
@@ -567,7 +576,7 @@ class Context : public Napi::ObjectWrap<Context> {
           made_lse = true;
           d->p.lse = static_cast<float*>(c.bufs_[d->lse].ptr);
         }
-        c.bind_split_count(d->p);
+        c.bind_decode_state(d->p);
         fa::Plan plan{};
         c.check(fa::run_forward(d->p, c.props_, d->opt, c.stream_, &plan), "forward");
         c.check(cudaStreamSynchronize(c.stream_), "forward");
@@ -659,7 +668,7 @@ class Context : public Napi::ObjectWrap<Context> {
         };
         fa::Plan plan{};
         if (!backward) {
-          c.bind_split_count(d->p);
+          c.bind_decode_state(d->p);
           d->p.out = mk(d->out_bytes);
           d->p.lse = d->lse ? static_cast<float*>(mk(d->lse_bytes)) : nullptr;
         } else {
@@ -799,7 +808,7 @@ class Context : public Napi::ObjectWrap<Context> {
       if (c.ready_) {
         for (auto& kv : c.bufs_) cudaFreeAsync(kv.second.ptr, c.stream_);
         c.bufs_.clear();
-        c.release_split_count();
+        c.release_decode_state();
         c.live_bytes_ = 0;
         cudaStreamSynchronize(c.stream_);
         cudaStreamDestroy(c.stream_);

@@ -9,6 +9,13 @@ enum DType : int { F32 = 0, F16 = 1, BF16 = 2 };
 
 inline int dtype_size(int dt) { return dt == F32 ? 4 : 2; }
 
+// Device memory kept across calls on one stream and grown there (stream-ordered) when a call needs
+// more; owned and freed by the caller (addon.cc's Context).
+struct KeptBuffer {
+  void* ptr = nullptr;
+  unsigned long long bytes = 0;
+};
+
 struct AttnParams {
   int dtype;
   int batch, seq_q, seq_k, hq, hk, d, group;
@@ -49,6 +56,11 @@ struct AttnParams {
   // and sets its counter back to zero. Null (or fewer than batch * hk): a separate combine kernel.
   unsigned int* split_count;
   long long split_count_len;
+  // The tensor-core decode's partials buffer, kept by the caller across calls on its stream (since run
+  // 17; null: a stream-ordered allocation per call). A host pointer: the launch code grows it.
+  struct KeptBuffer* decode_part;
+  // Diagnosis builds only (the decode's TRACE variant): 16 timer readings per CTA.
+  unsigned long long* trace;
   // Backward.
   const void* dout;
   const float* lse_in;

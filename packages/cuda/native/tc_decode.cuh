@@ -10,6 +10,7 @@
 // key head to finish merges the splits (since run 12; combine.cuh is kept for the tuning variants).
 #pragma once
 #include <algorithm>
+#include <cstdio>
 
 #include "combine.cuh"
 #include "launch.h"
@@ -33,9 +34,11 @@ __device__ __forceinline__ unsigned long long global_ns() {
 // variant): warp w of split s takes the key head's tiles s * NW + w + S * NW * it, so that all CTAs
 // of a key head sweep the keys together (the key head's rows, and the other key heads' parts of the
 // same 2 KB rows, read at about the same time) instead of each CTA walking its own contiguous range.
-// TRACE (run 15, diagnosis only): thread 0 of each CTA prints %globaltimer at its milestones.
+// TRACE (diagnosis only): thread 0 of each CTA records %globaltimer at its milestones in p.trace, and a
+// one-thread kernel after it prints them (run 17; run 15 printed from each CTA, and the other CTAs'
+// printf traffic stretched the merge it meant to time).
 template <typename T, int D, int KB, int NW, int STAGES, bool FENCE_ALL = false, bool LAST_MERGE = true,
-          bool INTERLEAVE = false, bool TRACE = false>
+          bool INTERLEAVE = false, bool TRACE = false, int MERGE_BATCH = 0>
 __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
   constexpr int NB = KB / 8;  // n8 tiles of S per key tile
   constexpr int ND = D / 8;   // n8 tiles of O
@@ -313,20 +316,26 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
   if constexpr (LAST_MERGE) {
     if (S == 1 || !p.split_count) return;
     [[maybe_unused]] unsigned long long t_part = 0, t_atom = 0;
-    // Printed by thread 0 when the CTA is done: its split, key head, SM, whether it merged, then ns
-    // after its start: first tile in place (warp 0), each warp's loop end, partials stored (after the
-    // CTA barrier), arrival counted, done. Start in absolute ns, so that CTAs can be lined up.
+    // Recorded by thread 0 when the CTA is done (decode_trace_print_kernel's layout): its split, key
+    // head, SM, whether it merged, its start, then first tile in place (warp 0), the loop ends of warps
+    // 0 and 1 and of the earliest and the latest warp, partials stored (after the CTA barrier), arrival
+    // counted, done.
     auto trace = [&](bool merged) {
       if constexpr (TRACE) {
-        if (tid != 0) return;
+        if (tid != 0 || !p.trace) return;
         unsigned smid;
         asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
-        const unsigned long long t_end = global_ns();
-        auto rel = [&](unsigned long long t) { return (long long)(t - t_start); };
-        printf("TRACE s=%d h=%d sm=%u last=%d start=%llu first=%lld w=%lld,%lld,%lld,%lld part=%lld atom=%lld end=%lld\n",
-               split, hkv, smid, (int)merged, t_start, rel(t_first), rel(trace_sh[0]),
-               rel(trace_sh[NW > 1 ? 1 : 0]), rel(trace_sh[NW > 2 ? 2 : 0]), rel(trace_sh[NW - 1]), rel(t_part),
-               rel(t_atom), rel(t_end));
+        unsigned long long* rec =
+            p.trace + 16 * ((long long)(blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x);
+        unsigned long long w_min = trace_sh[0], w_max = trace_sh[0];
+        for (int w = 1; w < NW; w++) {
+          w_min = min(w_min, trace_sh[w]);
+          w_max = max(w_max, trace_sh[w]);
+        }
+        const unsigned long long v[13] = {(unsigned long long)split, (unsigned long long)hkv, smid,
+                                          (unsigned long long)merged, t_start, t_first, trace_sh[0],
+                                          trace_sh[NW > 1 ? 1 : 0], w_min, w_max, t_part, t_atom, global_ns()};
+        for (int k = 0; k < 13; k++) rec[k] = v[k];
       } else {
         (void)merged;
       }
@@ -366,8 +375,10 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
     // Thread = (row r, 4 columns), every split's lse and partial of that row, in split order with an
     // online rescale per batch of MB splits; each thread computes its row's weights itself (one expf
     // per split in each of the row's 32 threads). A batch of up to MB splits is in flight per thread:
-    // one L2 round trip for the 33 splits of the decode shape (255 registers, no spills).
-    constexpr int MB = 36;
+    // one L2 round trip for the 33 splits of the decode shape (255 registers, no spills). With 8 warps
+    // (16 splits) a batch of 16 (run 17b): the merge is straight-line code run once per key head, so
+    // the instructions (and exponentials) of 20 empty slots cost time too.
+    constexpr int MB = MERGE_BATCH > 0 ? MERGE_BATCH : NW >= 8 ? 16 : 36;
     const int nbatch = (S + MB - 1) / MB, step = (S + nbatch - 1) / nbatch;
     for (int u = tid; u < units; u += NW * 32) {
       const int r = u / c4n, c = (u % c4n) * 4;
@@ -421,6 +432,24 @@ __global__ void __launch_bounds__(NW * 32) tc_decode_kernel(AttnParams p) {
   }
 }
 
+// Dynamic shared memory of a decode CTA: the query tile and each warp's K/V ring.
+template <int D, int KB, int NW, int STAGES, typename T>
+constexpr size_t tc_decode_smem() {
+  return (size_t)DEC_ROWS * D * sizeof(T) + (size_t)NW * STAGES * 2 * KB * D * sizeof(T);
+}
+
+// TRACE: prints what tc_decode_kernel recorded, one "TRACE ..." line per CTA (times in ns after the
+// CTA's start; packages/cuda/bench/decode_trace.py reads them), after the decode has finished.
+static __global__ void decode_trace_print_kernel(const unsigned long long* rec, int n) {
+  for (int c = 0; c < n; c++, rec += 16) {
+    if (rec[4] == 0) continue;  // a CTA that returned before its trace (no rows)
+    auto rel = [&](int k) { return (long long)(rec[k] - rec[4]); };
+    printf("TRACE s=%d h=%d sm=%u last=%d start=%llu first=%lld w=%lld,%lld,%lld,%lld part=%lld atom=%lld end=%lld\n",
+           (int)rec[0], (int)rec[1], (unsigned)rec[2], (int)rec[3], rec[4], rel(5), rel(6), rel(7), rel(8), rel(9),
+           rel(10), rel(11), rel(12));
+  }
+}
+
 // How the splits' partials are merged: in the decode's last CTA per key head (the default since run
 // 12), or by combine_kernel launched after it, as a programmatic dependent (sm_90; runs 9-10) or plainly.
 enum class DecodeMerge { LastCta, CombinePdl, CombinePlain };
@@ -431,19 +460,22 @@ enum class DecodeMerge { LastCta, CombinePdl, CombinePlain };
 // calls, it measured the same as a plain launch (run 12, variant 6).
 // WAVES (a tuning variant, run 15): that many times the splits that fit at once, so that the CTA
 // scheduler hands a finished CTA's slot to another split (smaller pieces, more partials to merge).
-// KEEP (run 15, diagnosis only): the partials in a buffer kept for the life of the process, to see
-// whether the per-call stream-ordered allocations cost device time between the benchmark's events
-// (one stream only: not safe to share).
+// The partials go to the caller's kept buffer (p.decode_part, grown here stream-ordered) when there is
+// one and the call needs at most 32 MB, else to a stream-ordered allocation freed after the launch
+// (run 15's variant 11 measured the kept buffer ~1 us faster at 32k keys); kept = false forces the
+// allocation (the variants that time it).
+constexpr size_t DECODE_KEPT_MAX = 32u << 20;
 template <typename T, int D, int KB, int NW, int STAGES, DecodeMerge MERGE = DecodeMerge::LastCta,
-          bool FENCE_ALL = false, bool INTERLEAVE = false, bool TRACE = false, int WAVES = 1, bool KEEP = false>
-cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t st, Plan* plan, bool pdl = true) {
+          bool FENCE_ALL = false, bool INTERLEAVE = false, bool TRACE = false, int WAVES = 1, int MERGE_BATCH = 0>
+cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t st, Plan* plan, bool pdl = true,
+                             bool kept = true) {
   constexpr DecodeMerge merge = MERGE;
   constexpr size_t ring = (size_t)NW * STAGES * 2 * KB * D * sizeof(T);
   constexpr size_t staging = (size_t)NW * DEC_ROWS * (D + 4 + 2) * sizeof(float);
   static_assert(staging <= ring, "the merge staging reuses the ring");
-  constexpr size_t smem = (size_t)DEC_ROWS * D * sizeof(T) + ring;
+  constexpr size_t smem = tc_decode_smem<D, KB, NW, STAGES, T>();
   auto kern =
-      tc_decode_kernel<T, D, KB, NW, STAGES, FENCE_ALL, MERGE == DecodeMerge::LastCta, INTERLEAVE, TRACE>;
+      tc_decode_kernel<T, D, KB, NW, STAGES, FENCE_ALL, MERGE == DecodeMerge::LastCta, INTERLEAVE, TRACE, MERGE_BATCH>;
   // Set once per instantiation, as `resident` below is asked once (one device per process): host work
   // only, but run 15a's variant 11 (this and a kept partials buffer) ran ~1 us faster per call.
   static bool attr_set = false;
@@ -469,19 +501,19 @@ cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t 
     const long long rows = p.cu_q ? (long long)p.hq * p.total_q : (long long)p.batch * p.hq * p.seq_q;
     const size_t obytes = (size_t)splits * rows * p.d * sizeof(float);
     const size_t lbytes = (size_t)splits * rows * sizeof(float);
-    if constexpr (KEEP) {
-      static float* kept = nullptr;
-      static size_t kept_bytes = 0;
-      if (obytes + lbytes > kept_bytes) {
-        if (kept) cudaFree(kept);  // synchronous: this variant is for timing after a warm-up only
-        kept = nullptr;
-        kept_bytes = 0;
-        e = cudaMalloc(&kept, obytes + lbytes);
+    KeptBuffer* buf = kept ? p.decode_part : nullptr;
+    if (buf && obytes + lbytes <= DECODE_KEPT_MAX) {
+      if (obytes + lbytes > buf->bytes) {
+        // Stream-ordered: the calls before this one on the stream finish with the old buffer first.
+        if (buf->ptr) cudaFreeAsync(buf->ptr, st);
+        *buf = KeptBuffer{};
+        void* ptr = nullptr;
+        e = cudaMallocAsync(&ptr, obytes + lbytes, st);
         if (e != cudaSuccess) return e;
-        kept_bytes = obytes + lbytes;
+        *buf = KeptBuffer{ptr, obytes + lbytes};
       }
-      p.o_part = kept;
-      p.lse_part = kept + obytes / sizeof(float);
+      p.o_part = static_cast<float*>(buf->ptr);
+      p.lse_part = p.o_part + obytes / sizeof(float);
     } else {
       p.o_part = static_cast<float*>(scratch.alloc(obytes));
       p.lse_part = static_cast<float*>(scratch.alloc(lbytes));
@@ -495,23 +527,40 @@ cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t 
   plan->kernel = "tc-decode";
   plan->splits = (int)splits;
   const dim3 grid((unsigned)splits, (unsigned)p.hk, (unsigned)p.batch);
+  const long long nctas = (long long)grid.x * grid.y * grid.z;
+  p.trace = nullptr;
+  if constexpr (TRACE) {
+    p.trace = static_cast<unsigned long long*>(scratch.alloc((size_t)nctas * 16 * sizeof(unsigned long long)));
+    if (!p.trace) return scratch.err;
+    e = cudaMemsetAsync(p.trace, 0, (size_t)nctas * 16 * sizeof(unsigned long long), st);
+    if (e != cudaSuccess) return e;
+  }
   e = launch_kernel(kern, grid, dim3(NW * 32), smem, st, pdl && dev.major >= 9, p);
+  if constexpr (TRACE) {
+    if (e != cudaSuccess) return e;
+    decode_trace_print_kernel<<<1, 1, 0, st>>>(p.trace, (int)nctas);
+    e = cudaGetLastError();
+  }
   if (e != cudaSuccess || splits == 1 || last_cta) return e;
   return combine_launch<T>(p, (int)splits, st, merge != DecodeMerge::CombinePlain && dev.major >= 9);
 }
 
-// Ring depth and tile: 16 keys per stage, 3 stages, 4 warps (100 KB: two CTAs, 8 warps per SM). The
-// warps are latency-bound (one instruction per ~5 cycles each, run 4), so warps per SM count more
-// than bytes in flight: 4 stages and one CTA per SM ran at half the rate. FA_TUNE variants for the
-// benchmark: 1 = 2 stages (two CTAs per SM by the registers since run 12), 2 = 4 stages (one CTA per
-// SM), 3 = the
-// default with the combine kernel as a programmatic dependent (the default of runs 9-10), 4 = with
-// the combine launched plainly (up to run 8), 5 = the last-CTA merge with a fence.sc per thread, 6 = the
-// default launched plainly (not as a programmatic dependent of the kernel before it). Variants 3-6
-// launch the decode plainly; 1 and 2 as the default does. Run 15: 7 = tiles interleaved across the
-// key head's CTAs, 8 = 8 warps per CTA (one CTA per SM, half the splits; 196 KB of shared memory, over
-// sm_80's 163 KB), 9 = two waves of splits,
-// 10 = the default with TRACE (printf; diagnosis only, not for timing), 11 = the default with KEEP.
+// Ring depth and tile: 16 keys per stage, 3 stages. Since run 17, 8 warps per CTA and one CTA per SM
+// where the device lets a CTA have its 196 KB of shared memory (sm_90: 227 KB), else (sm_80: 163 KB) 4
+// warps and two CTAs per SM (100 KB each): 8 warps per SM either way. The warps are latency-bound (one
+// instruction per ~5 cycles each, run 4), so warps per SM count more than bytes in flight: 4 stages and
+// one 4-warp CTA per SM ran at half the rate. With 8 warps a key head has half the splits (16 at the
+// decode shape: one merge batch) and 3 % fewer warps in flight; run 15 measured it 0.8 us faster at 32k
+// keys, 1.4 at 64k, 0.3 slower at 128k.
+// FA_TUNE variants for the benchmark (4 warps unless said; all but 8 and 12 with the kept partials):
+// 1 = 2 stages, 2 = 4 stages (one CTA per SM), 3 = the combine kernel as a programmatic dependent (the
+// default of runs 9-10), 4 = the combine launched plainly (up to run 8), 5 = the last-CTA merge with a
+// fence.sc per thread, 6 = launched plainly (not as a programmatic dependent of the kernel before it);
+// 3-6 launch the decode plainly. Run 15: 7 = tiles interleaved across the key head's CTAs, 8 = 8
+// warps with the partials allocated per call (run 15's variant 8), 9 = two waves of splits, 10 = TRACE
+// (the default's form with its timeline; diagnosis only, not for timing). Run 17: 11 = 4 warps (the sm_80 path), 12 = 4 warps with
+// the partials allocated per call (the default of runs 12-16), 13 = 8 warps with interleaved tiles, 14 =
+// 8 warps with run 17a's merge batch of 36 splits (the default: 16), 15 = 14 with TRACE.
 // Run 15's merge candidate (each split's weight once per row, shared through shared memory) measured
 // 2.4-2.8 us slower at every sk and was removed (PERF.md row 15b).
 template <typename T> cudaError_t tc_decode_t(const AttnParams& p, const DeviceProps& dev, int variant,
@@ -525,14 +574,22 @@ template <typename T> cudaError_t tc_decode_t(const AttnParams& p, const DeviceP
   if (variant == 5) return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::LastCta, true>(p, dev, st, plan, false);
   if (variant == 6) return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan, false);
   if (variant == 7) return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::LastCta, false, true>(p, dev, st, plan);
-  if (variant == 8) return tc_decode_launch<T, 128, 16, 8, 3>(p, dev, st, plan);
+  if (variant == 8 && dev.smem_optin >= (int)tc_decode_smem<128, 16, 8, 3, T>())
+    return tc_decode_launch<T, 128, 16, 8, 3>(p, dev, st, plan, true, false);
   if (variant == 9)
     return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::LastCta, false, false, false, 2>(p, dev, st, plan);
-  if (variant == 10)
-    return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::LastCta, false, false, true>(p, dev, st, plan);
-  if (variant == 11)
-    return tc_decode_launch<T, 128, 16, 4, 3, DecodeMerge::LastCta, false, false, false, 1, true>(p, dev, st, plan);
+  if (variant == 10 && dev.smem_optin >= (int)tc_decode_smem<128, 16, 8, 3, T>())
+    return tc_decode_launch<T, 128, 16, 8, 3, DecodeMerge::LastCta, false, false, true>(p, dev, st, plan);
+  if (variant == 11) return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan);
+  if (variant == 12) return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan, true, false);
+  if (variant == 13 && dev.smem_optin >= (int)tc_decode_smem<128, 16, 8, 3, T>())
+    return tc_decode_launch<T, 128, 16, 8, 3, DecodeMerge::LastCta, false, true>(p, dev, st, plan);
+  if (variant == 14 && dev.smem_optin >= (int)tc_decode_smem<128, 16, 8, 3, T>())
+    return tc_decode_launch<T, 128, 16, 8, 3, DecodeMerge::LastCta, false, false, false, 1, 36>(p, dev, st, plan);
+  if (variant == 15 && dev.smem_optin >= (int)tc_decode_smem<128, 16, 8, 3, T>())
+    return tc_decode_launch<T, 128, 16, 8, 3, DecodeMerge::LastCta, false, false, true, 1, 36>(p, dev, st, plan);
 #endif
+  if (dev.smem_optin >= (int)tc_decode_smem<128, 16, 8, 3, T>()) return tc_decode_launch<T, 128, 16, 8, 3>(p, dev, st, plan);
   return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan);
 }
 
