@@ -501,6 +501,35 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
 FA_DEV void bar_sync_n(int id, int n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
 FA_DEV void bar_arrive_n(int id, int n) { asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory"); }
 
+// The pair kernel's two products of the same shape, S^T = K Q^T (warp 0) and dP^T = V dO^T (warp 1):
+// the warp's 32 rows of A (keys kr0 ...) against every row of B (the step's queries), each B fragment
+// serving both m-tiles.
+template <typename T, int D, int NBM>
+FA_DEV void pair_product_t(float (&acc)[2][NBM][4], const T* As, const T* Bs, int kr0, int lane) {
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int nt = 0; nt < NBM; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) acc[mt][nt][e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ks++) {
+    uint32_t a[2][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) ld_a<D>(a[mt], As, kr0 + mt * 16, ks, lane);
+#pragma unroll
+    for (int nt = 0; nt < NBM; nt += 2) {
+      uint32_t bb[4];
+      ld_b<D>(bb, Bs, nt * 8, ks, lane);
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++) {
+        mma16816<T>(acc[mt][nt], a[mt], bb);
+        mma16816<T>(acc[mt][nt + 1], a[mt], bb + 2);
+      }
+    }
+  }
+}
+
 // dK/dV with warp pairs (run 14; d = 128, no EXTRAS, no fused dQ). Each pair of warps owns 32 keys
 // and splits the work by product, then by column: warp 0 of the pair computes S^T and P^T for the
 // 32 keys, warp 1 dP^T (the same mma, in the same order, as the one-warp kernel); dP^T goes to warp 0
@@ -630,28 +659,7 @@ __global__ void __launch_bounds__(NP * 64) tc_bwd_dkdv_pair_kernel(AttnParams p)
       const float* lse_s = lse_s0 + stage * BM;
       const float* dsum_s = dsum_s0 + stage * BM;
       float st[2][NBM][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-        for (int nt = 0; nt < NBM; nt++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) st[mt][nt][e] = 0.f;
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ks++) {
-        uint32_t a[2][4];
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++) ld_a<D>(a[mt], Ks, kr0 + mt * 16, ks, lane);
-#pragma unroll
-        for (int nt = 0; nt < NBM; nt += 2) {
-          uint32_t bb[4];
-          ld_b<D>(bb, Qs, nt * 8, ks, lane);
-#pragma unroll
-          for (int mt = 0; mt < 2; mt++) {
-            mma16816<T>(st[mt][nt], a[mt], bb);
-            mma16816<T>(st[mt][nt + 1], a[mt], bb + 2);
-          }
-        }
-      }
+      pair_product_t<T, D, NBM>(st, Ks, Qs, kr0, lane);
 #pragma unroll
       for (int nt = 0; nt < NBM; nt++)
 #pragma unroll
@@ -715,28 +723,7 @@ __global__ void __launch_bounds__(NP * 64) tc_bwd_dkdv_pair_kernel(AttnParams p)
       bar_arrive_n(bar_p, 64);
     } else {
       float dpt[2][NBM][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-        for (int nt = 0; nt < NBM; nt++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) dpt[mt][nt][e] = 0.f;
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ks++) {
-        uint32_t a[2][4];
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++) ld_a<D>(a[mt], Vs, kr0 + mt * 16, ks, lane);
-#pragma unroll
-        for (int nt = 0; nt < NBM; nt += 2) {
-          uint32_t bb[4];
-          ld_b<D>(bb, dOs, nt * 8, ks, lane);
-#pragma unroll
-          for (int mt = 0; mt < 2; mt++) {
-            mma16816<T>(dpt[mt][nt], a[mt], bb);
-            mma16816<T>(dpt[mt][nt + 1], a[mt], bb + 2);
-          }
-        }
-      }
+      pair_product_t<T, D, NBM>(dpt, Vs, dOs, kr0, lane);
 #pragma unroll
       for (int mt = 0; mt < 2; mt++)
 #pragma unroll
