@@ -5,7 +5,8 @@
  * inlined except `webgpu`, which is loaded from node_modules next to it.
  *
  *   node bench.mjs [--out DIR] [--conformance-seconds N] [--quick] [--no-forward] [--decode-variants]
- *                  [--forward-variants [JSON list of ForwardTuning]]
+ *                  [--forward-variants [JSON list of ForwardTuning]] [--variant-seqs 512,1024]
+ *                  [--variant-rounds N]
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -114,11 +115,22 @@ async function main() {
         const opts: AttentionOptions = { causal };
         const flops = 4 * d * pairs(b, s, hq, causal);
         const reps = Math.max(2, Math.min(20, Math.round(2e12 / flops)));
+        // Median of 7: a shape's calls fall into two modes a few % apart (PERF.md, run 7), and the
+        // median of 3 picked either.
         const times: number[] = [];
-        for (let r = 0; r < 3; r++) times.push(await be.timeForward(q, k, v, opts, reps));
+        for (let r = 0; r < 7; r++) times.push(await be.timeForward(q, k, v, opts, reps));
         times.sort((x, y) => x - y);
-        const t = times[1];
-        const row: Record<string, unknown> = { d, s, b, hq, causal, ms: t * 1e3, tflops: flops / t / 1e12 };
+        const t = times[3];
+        const row: Record<string, unknown> = {
+          d,
+          s,
+          b,
+          hq,
+          causal,
+          ms: t * 1e3,
+          tflops: flops / t / 1e12,
+          minMs: times[0] * 1e3,
+        };
         row.pctMatmul = (100 * (row.tflops as number)) / mm.tflops;
         if (s <= 4096 || !quick) {
           const dout = (await be.upload(randomHost([b, s, hq, d], 4))) as DeviceTensor;
@@ -298,7 +310,13 @@ async function forwardVariants() {
   const mm = await matmulTflops(await vb.gpuDevice(), 4096);
   log(`variants device: matmul anchor ${mm.tflops.toFixed(2)} TFLOP/s`);
   const rows: Record<string, unknown>[] = [];
-  const seqs = quick ? [512, 4096] : [512, 1024, 2048, 4096, 8192, 16384];
+  const seqs = args.includes('--variant-seqs')
+    ? arg('variant-seqs', '').split(',').map(Number)
+    : quick
+      ? [512, 4096]
+      : [512, 1024, 2048, 4096, 8192, 16384];
+  // The small causal shapes move by up to ±10% between sections of one run: more rounds there.
+  const rounds = Number(arg('variant-rounds', '3'));
   for (const d of [64, 128]) {
     for (const s of seqs) {
       const b = 16384 / s;
@@ -310,16 +328,25 @@ async function forwardVariants() {
         const flops = 4 * d * pairs(b, s, hq, causal);
         const reps = Math.max(2, Math.min(20, Math.round(2e12 / flops)));
         const times: number[][] = tunings.map(() => []);
-        for (let round = 0; round < 3; round++) {
+        for (let round = 0; round < rounds; round++) {
           for (const [i, t] of tunings.entries()) {
             opts.forward = t;
             times[i].push(await vb.timeForward(q, k, v, { causal }, reps));
           }
         }
         const line = tunings.map((t, i) => {
-          const med = times[i].sort((x, y) => x - y)[1];
+          const med = times[i].sort((x, y) => x - y)[rounds >> 1];
           const tflops = flops / med / 1e12;
-          rows.push({ d, s, causal, ...t, ms: med * 1e3, tflops, pctMatmul: (100 * tflops) / mm.tflops });
+          rows.push({
+            d,
+            s,
+            causal,
+            ...t,
+            ms: med * 1e3,
+            tflops,
+            pctMatmul: (100 * tflops) / mm.tflops,
+            allMs: times[i].map((x) => x * 1e3),
+          });
           return `${tflops.toFixed(2)}`;
         });
         log(`variants d=${d} s=${s} causal=${causal}: ${line.join(' | ')} TFLOP/s`);

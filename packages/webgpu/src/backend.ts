@@ -61,10 +61,10 @@ export interface WebGPUBackendOptions extends GpuOptions {
   /** Use subgroup operations where the adapter has them (default true; false turns off both uses below). */
   subgroups?: boolean;
   /**
-   * Reduce the forward's row max and row sum with subgroup shuffles (adapters with subgroups of at least
-   * 16 lanes). Default false: through workgroup memory, the path every adapter takes and the conformance
-   * suite runs on lavapipe; like for like on an H200 the shuffles were 0–3% faster in run 4 and 0–1% with
-   * the pipelined forward of run 6 (PERF.md), inside the run-to-run spread. The decode kernel's cross-lane
+   * Reduce the forward's row max and row sum with subgroup shuffles where the adapter's subgroups have at
+   * least 16 lanes (default true; elsewhere, lavapipe's 4 or 8 lanes included, through workgroup memory).
+   * On an H200, like for like (fastest of 5–7 alternated calls; PERF.md change 22), the shuffles were
+   * 0.2–2.8% faster at s ≤ 4096 and −0.3% to +1.3% at s = 8192 and 16384. The decode kernel's cross-lane
    * sums use shuffles whenever `subgroups` allows.
    */
   forwardSubgroups?: boolean;
@@ -93,6 +93,16 @@ export interface ForwardTuning {
   headChunk?: number;
   /** Row max by subgroup shuffles (where the adapter allows; overrides forwardSubgroups). */
   subgroups?: boolean;
+  /** Threads per tile side: 16 (64×64 tiles, 256 threads) or 8 (32×32, 64 threads), where it fits. */
+  tile?: number;
+  /** Each workgroup takes Q blocks nb − 1 − x and x in one tile loop (TileConfig.pairs). */
+  pairs?: boolean;
+  /** Workgroups started longest first: Q blocks outermost in the grid (TileConfig.longestFirst). */
+  longestFirst?: boolean;
+  /** Each head's Q blocks started last first (TileConfig.reverse). */
+  reverse?: boolean;
+  /** Causal-diagonal tiles skip their wholly masked quads in S and P·V (TileConfig.diagonalSkip). */
+  diagonalSkip?: boolean;
 }
 
 export interface DecodeTuning {
@@ -106,9 +116,12 @@ export interface DecodeTuning {
   workgroups?: number;
 }
 
-// Fastest of the forward variants timed on an H200 (PERF.md, run 6): loads one stage ahead, 4 rows per
-// thread, the S-phase head-dim chunk from the tile table (32 where it fits).
-const FORWARD_DEFAULTS: ForwardTuning = { prefetch: true, rows: 4 };
+// Fastest of the forward variants timed on an H200 (PERF.md, runs 6 and 7): loads one stage ahead, 4 rows
+// per thread, the S-phase head-dim chunk from the tile table (32 where it fits), 64×64 tiles, one Q block
+// per workgroup in grid order (32×32 tiles, pairs of blocks, longest-first and reversed orders all lost,
+// under a causal mask too; the diagonal skip gained at most 1.7%, at causal s ≤ 1024 only, and lost ~1%
+// everywhere else).
+const FORWARD_DEFAULTS: ForwardTuning = { prefetch: true, rows: 4, tile: 16, pairs: false };
 
 // Fastest of the variants timed on an H200 (PERF.md, run 4): one key per lane group and pass with the
 // next pass's loads in flight, 16 columns per lane, splits for about 256 workgroups.
@@ -179,6 +192,7 @@ function tileConfig(
   subgroups: boolean,
   backward: boolean,
   headChunk?: number,
+  tile?: number,
 ): TileConfig {
   const table: [number, number, number][] = [
     [16, 32, 16],
@@ -192,7 +206,9 @@ function tileConfig(
     [8, 8, 4],
     [8, 4, 4],
   ];
-  const tries = headChunk ? [...table.filter((t) => t[1] === headChunk), ...table] : table;
+  const pick = (t: [number, number, number]) =>
+    (headChunk === undefined || t[1] === headChunk) && (tile === undefined || t[0] === tile);
+  const tries = [...table.filter(pick), ...table];
   for (const [T, DC, VC] of tries) {
     const c: TileConfig = { T, DP, DC, VC, subgroups };
     const need = backward ? backwardStorage(c) : forwardStorage(c);
@@ -591,7 +607,7 @@ class WebGPUBackendImpl implements Backend {
       storage: L.maxComputeWorkgroupStorageSize,
       useSubgroups:
         (options.subgroups ?? true) &&
-        (options.forwardSubgroups ?? false) &&
+        (options.forwardSubgroups ?? true) &&
         acquired.subgroups &&
         acquired.subgroupMinSize >= 16,
       subgroupMin: (options.subgroups ?? true) && acquired.subgroups ? acquired.subgroupMinSize : 0,
@@ -694,8 +710,20 @@ class WebGPUBackendImpl implements Backend {
     let code: string;
     let kinds: BindingKind[];
     if (kind === 'fwd' || kind === 'dq' || kind === 'dkv') {
-      const [T, DP, DC, VC, sg, pf, rows] = nums;
-      const tc: TileConfig = { T, DP, DC, VC, subgroups: sg === 1, prefetch: pf === 1, rows };
+      const [T, DP, DC, VC, sg, pf, rows, pairs, lpt, rev, dg] = nums;
+      const tc: TileConfig = {
+        T,
+        DP,
+        DC,
+        VC,
+        subgroups: sg === 1,
+        prefetch: pf === 1,
+        rows,
+        pairs: pairs === 1,
+        longestFirst: lpt === 1,
+        reverse: rev === 1,
+        diagonalSkip: dg === 1,
+      };
       code =
         kind === 'fwd' ? forwardShader(tc) : kind === 'dq' ? backwardDqShader(tc) : backwardDkvShader(tc);
       kinds = kind === 'fwd' ? forwardBindings() : backwardBindings(kind === 'dq' ? 1 : 2);
@@ -980,12 +1008,16 @@ class WebGPUBackendImpl implements Backend {
         const decode = p.seqQ <= (this.options.decodeMaxSeqQ ?? 16) && p.seqK > 0;
         const ft = { ...FORWARD_DEFAULTS, ...this.options.forward };
         const sg = ft.subgroups === undefined ? ctx.useSubgroups : ft.subgroups && ctx.subgroupMin >= 16;
-        const tc = tileConfig(DP, ctx.storage, sg, false, ft.headChunk);
+        const tc = tileConfig(DP, ctx.storage, sg, false, ft.headChunk, ft.tile);
         tc.prefetch = ft.prefetch === true;
         tc.rows = tc.T === 16 && ft.rows === 8 ? 8 : 4;
+        tc.pairs = ft.pairs === true;
+        tc.longestFirst = ft.longestFirst === true;
+        tc.reverse = ft.reverse === true;
+        tc.diagonalSkip = ft.diagonalSkip === true;
         const tune = { ...DECODE_DEFAULTS, ...this.options.decode };
         const dc = decodeConfig(DP, ctx.storage, ctx.subgroupMin, tune);
-        const fwdKey = `fwd:${tc.T}:${DP}:${tc.DC}:${tc.VC}:${tc.subgroups ? 1 : 0}:${tc.prefetch ? 1 : 0}:${tc.rows}`;
+        const fwdKey = `fwd:${tc.T}:${DP}:${tc.DC}:${tc.VC}:${tc.subgroups ? 1 : 0}:${tc.prefetch ? 1 : 0}:${tc.rows}:${tc.pairs ? 1 : 0}:${tc.longestFirst ? 1 : 0}:${tc.reverse ? 1 : 0}:${tc.diagonalSkip ? 1 : 0}`;
         const decKey = `dec:${DP}:${dc.G}:${dc.NB}:${dc.S}:${dc.shuffle ? 1 : 0}:${dc.prefetch ? 1 : 0}`;
         const keys = decode ? [decKey, `comb:${DP}`] : [fwdKey];
         if (p.dtype !== 'float32' || (p.bias && p.bias.tensor.dtype !== 'float32'))
@@ -1063,6 +1095,8 @@ class WebGPUBackendImpl implements Backend {
     const chunks = this.plan(p, ctx, ['q', 'kv', 'lse', 'bias']);
     const whole = chunks.length === 1;
     const BR = 4 * tc.T;
+    const blocks = Math.ceil(p.seqQ / BR);
+    const nx = tc.pairs ? Math.ceil(blocks / 2) : blocks;
     for (const c of chunks) {
       const [qB, qBase] = this.bind(ctx, b.qb, qWindow(p, c), whole);
       const [kB, kBase] = this.bind(ctx, b.kb, kvWindow(p, c), whole);
@@ -1085,7 +1119,9 @@ class WebGPUBackendImpl implements Backend {
         key,
         [qB, kB, vB, { buffer: b.metaB, offset: 0, size: b.metaB.size }, bB, oB, lB],
         params,
-        [Math.ceil(p.seqQ / BR), (c.kh1 - c.kh0) * p.groupSize, c.b1 - c.b0],
+        tc.longestFirst
+          ? [(c.kh1 - c.kh0) * p.groupSize, c.b1 - c.b0, nx]
+          : [nx, (c.kh1 - c.kh0) * p.groupSize, c.b1 - c.b0],
       );
     }
   }

@@ -25,6 +25,32 @@ export interface TileConfig {
   prefetch?: boolean;
   /** Forward only: query rows per thread, 4 (T×T threads) or 8 (T×T/2 threads, twice the work each). */
   rows?: number;
+  /**
+   * Forward only: workgroup x takes the Q blocks nb − 1 − x and x (nb blocks per sequence) one after the
+   * other in a single tile loop, so under a causal mask every workgroup runs nb + 1 tiles and the grid is
+   * half as wide. The dispatch's x is ceil(nb / 2). Slower on an H200, causal too (PERF.md change 18).
+   */
+  pairs?: boolean;
+  /**
+   * Forward only: the grid is (head, batch, Q block) with the Q block reversed, so that the hardware,
+   * which starts workgroups in grid order, starts every head's last block (under a causal mask the
+   * longest) first and the short ones fill the tail. Slower on an H200 (PERF.md change 20).
+   */
+  longestFirst?: boolean;
+  /**
+   * Forward only: each head's Q blocks in reverse (x → nb − 1 − x), so that under a causal mask a head's
+   * longest block starts first while the heads stay in grid order (its blocks still run side by side).
+   * Slower on an H200 (PERF.md change 21).
+   */
+  reverse?: boolean;
+  /**
+   * Forward only: on a tile where the block's first row sees at most the tile's first key (the causal
+   * diagonal), the (row r, key k) quads with k > r of every thread (rows ty + T r, keys tx + T k) are all
+   * masked: their S dot products are skipped, and P·V runs in segments of T keys, segment q updating rows
+   * r ≥ q only (6 of 16 quads of the tile's work). Needs 4 rows per thread. On an H200 +0.5–1.7% at
+   * causal s ≤ 1024 and −1% elsewhere (PERF.md change 23).
+   */
+  diagonalSkip?: boolean;
 }
 
 export function forwardBindings(): ('uniform' | 'read' | 'rw')[] {
@@ -203,13 +229,13 @@ export class Stages {
       ),
     ].join('\n  ');
   }
-  /** Loads chunk c0 (u32 expression) of the Q block and of the K tile at j0 (i32 expression). */
-  issueS(c0: string, j0: string): string {
+  /** Loads chunk c0 (u32 expression) of the Q block at i0 and of the K tile at j0 (i32 expressions). */
+  issueS(c0: string, j0: string, i0 = 'i0'): string {
     return both(true, (fn) =>
       this.sIts
         .map(
           (it) =>
-            `pa${it} = ${fn}Qb(U.q_base + q_at(b, s, u32(i0) + sr${it}, h), ${c0} + sq${it} * 4u, ${this.sOk(it)}i0 + i32(sr${it}) < s.sq);
+            `pa${it} = ${fn}Qb(U.q_base + q_at(b, s, u32(${i0}) + sr${it}, h), ${c0} + sq${it} * 4u, ${this.sOk(it)}${i0} + i32(sr${it}) < s.sq);
       pb${it} = ${fn}Kb(U.k_base + kv_at(b, s, u32(${j0}) + sr${it}, kh), ${c0} + sq${it} * 4u, ${this.sOk(it)}${j0} + i32(sr${it}) < s.sk);`,
         )
         .join('\n      '),
@@ -327,16 +353,86 @@ export function forwardShader(c: TileConfig): string {
       (r) =>
         `${v}${r} = vec4<f32>(${R4.map((k) => `sp[(tx + TX * ${k}u) * SPR + ${g4(r)}u * TY + ty].${cm(r)}`).join(', ')});`,
     ).join('\n    ');
+  const pairs = c.pairs === true;
+  const lpt = c.longestFirst === true;
+  const rev = c.reverse === true;
+  const singleHead = `let i0 = i32(qx * BR);
+  if (i0 >= s.sq) { return; }
+  let hi = key_hi(s, min(i0 + i32(BR), s.sq) - 1);
+  var j0: i32 = (key_lo(s, i0) / i32(BC)) * i32(BC);`;
+  // The longer block (under a causal mask) first; an odd middle block runs alone (last from the start).
+  const pairHead = `let nb = (s.sq + i32(BR) - 1) / i32(BR);
+  let xl = nb - 1 - i32(qx);
+  if (i32(qx) > xl) { return; }
+  var last = i32(qx) == xl;
+  let i0b = i32(qx * BR);
+  let hib = key_hi(s, min(i0b + i32(BR), s.sq) - 1);
+  let j0b = (key_lo(s, i0b) / i32(BC)) * i32(BC);
+  var i0 = xl * i32(BR);
+  var hi = key_hi(s, min(i0 + i32(BR), s.sq) - 1);
+  var j0 = (key_lo(s, i0) / i32(BC)) * i32(BC);`;
   const st = new Stages(BR, DC, VC, DQ, NT);
   const pf = c.prefetch === true;
   // Pipelined (pf): the tile loop walks stages S chunk 0, 1, …, V chunk 0, 1, …, then the next tile's S
   // chunk 0; each stage's loads are issued right after the previous stage's store, before its arithmetic.
   // Otherwise each stage loads and stores right away (all of a stage's loads still before its stores).
+  // Diagonal skip (TileConfig.diagonalSkip): key_hi is min(const, i + c), so key_hi(i0 + δ) ≤ key_hi(i0) + δ;
+  // with key_hi(i0) ≤ j0 + 1, row ty + T r sees keys below j0 + T (r + 1) at most, and every key quad
+  // k > r (keys tx + T k ≥ T (r + 1)) is masked for every thread.
+  const diag = c.diagonalSkip === true && RR === 4 && VC % TX === 0;
+  const sTri = (r: number) =>
+    r === 3
+      ? `sc3 = sc3 + vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));`
+      : `sc${r} = sc${r} + vec4<f32>(${R4.map((k) => (k <= r ? `dot(a${r}, b${k})` : '0.0')).join(', ')});`;
+  const pvSeg = (rows: number[]) => `for (var k2: u32 = 0u; k2 < TX; k2 = k2 + 1u) {
+            let kk = k0 + k2;
+            let pv0 = sp[(jc + kk) * SPR + ty];
+            ${X.map((x) => `let v${x} = sa[kk * DQ + tx + TX * ${x}u];`).join(' ')}
+            ${rows.map((r) => X.map((x) => `acc${r}_${x} = fma(vec4<f32>(pv0.${cm(r)}), v${x}, acc${r}_${x});`).join(' ')).join('\n            ')}
+          }`;
+  const pvTri = `for (var k0: u32 = 0u; k0 < VC; k0 = k0 + TX) {
+          let q = (jc + k0) / TX;
+          if (q == 0u) {
+          ${pvSeg([0, 1, 2, 3])}
+          } else if (q == 1u) {
+          ${pvSeg([1, 2, 3])}
+          } else if (q == 2u) {
+          ${pvSeg([2, 3])}
+          } else {
+          ${pvSeg([3])}
+          }
+        }`;
   const pvBody = (acc: (r: number, x: number) => string) => `for (var kk: u32 = 0u; kk < VC; kk = kk + 1u) {
           ${G.map((g) => `let pv${g} = sp[(jc + kk) * SPR + ${g}u * TY + ty];`).join(' ')}
           ${X.map((x) => `let v${x} = sa[kk * DQ + tx + TX * ${x}u];`).join(' ')}
           ${RS.map((r) => X.map((x) => `acc${r}_${x} = ${acc(r, x)};`).join(' ')).join('\n          ')}
         }`;
+  const finalise = `
+  // ---- finalise: O = acc / l, lse = m + ln l (empty rows: 0 and -Inf)
+  ${reduceRows('l', 'ls', (a, b2) => `${a} + ${b2}`, 'vec4<f32>(0.0)')}
+  ${RS.map(
+    (r) => `{
+    let i = i0 + i32(ty + TY * ${r}u);
+    if (i < s.sq) {
+      let empty = ls${g4(r)}.${cm(r)} == 0.0;
+      let inv = select(1.0 / ls${g4(r)}.${cm(r)}, 0.0, empty);
+      let oa = U.o_base + q_at(b, s, u32(i), h);
+      ${X.map(
+        (x) => `{
+        let o = select(acc${r}_${x} * inv, vec4<f32>(0.0), empty);
+        let cc = (tx + TX * ${x}u) * 4u;
+        if (cc < U.d) { Ob[oa + cc] = o.x; }
+        if (cc + 1u < U.d) { Ob[oa + cc + 1u] = o.y; }
+        if (cc + 2u < U.d) { Ob[oa + cc + 2u] = o.z; }
+        if (cc + 3u < U.d) { Ob[oa + cc + 3u] = o.w; }
+      }`,
+      ).join('\n      ')}
+      if (tx == 0u) {
+        Lb[U.lse_base + lse_at(b, s, u32(i), h)] = select(m${g4(r)}.${cm(r)} + log(ls${g4(r)}.${cm(r)}), neg_inf(), empty);
+      }
+    }
+  }`,
+  ).join('\n  ')}`;
   return /* wgsl */ `
 ${subgroups ? 'enable subgroups;' : ''}
 @group(0) @binding(0) var<uniform> U: Params;
@@ -363,11 +459,19 @@ var<workgroup> sa: array<vec4<f32>, ${SA}>;
 var<workgroup> vbad: u32;
 
 @compute @workgroup_size(${NT})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let tx = lid % TX;
   let ty = lid / TX;
+  ${
+    lpt
+      ? `// Q blocks outermost, the last (under a causal mask the longest) first.
+  let qx = nwg.z - 1u - wg.z;
+  let b = U.b0 + wg.y;
+  let h = U.h0 + wg.x;`
+      : `let qx = ${rev ? 'nwg.x - 1u - wg.x' : 'wg.x'};
   let b = U.b0 + wg.z;
-  let h = U.h0 + wg.y;
+  let h = U.h0 + wg.y;`
+  }
   let kh = h / U.group;
   let s = seq_of(b);
   let slope = alibi_slope(b, h);
@@ -376,20 +480,39 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   // Loop bounds the compiler cannot see through keep per-element code (mask, modifiers, Philox) from
   // being unrolled: the top bit of flags is never set.
   let nel = ${4 * RR}u + (U.flags >> 31u);
-  let i0 = i32(wg.x * BR);
-  if (i0 >= s.sq) { return; }
-  let lo = key_lo(s, i0);
-  let hi = key_hi(s, min(i0 + i32(BR), s.sq) - 1);
+  ${pairs ? pairHead : singleHead}
   ${G.map((g) => `var m${g} = vec4<f32>(NEG_MAX); var l${g} = vec4<f32>(0.0);`).join(' ')}
   ${accDecl}
   var seqno: u32 = 0u;
-  var j0: i32 = (lo / i32(BC)) * i32(BC);
   ${st.decls()}
-  ${pf ? st.issueS('0u', 'j0') : ''}
+  ${pf ? (pairs ? `{\n  var pi0 = i0; var pj0 = j0;\n  if (j0 >= hi && !last) { pi0 = i0b; pj0 = j0b; }\n  ${st.issueS('0u', 'pj0', 'pi0')}\n  }` : st.issueS('0u', 'j0')) : ''}
   loop {
-    if (j0 >= hi) { break; }
+    ${
+      pairs
+        ? `if (j0 >= hi) {
+      ${finalise}
+      if (last) { break; }
+      last = true;
+      i0 = i0b;
+      hi = hib;
+      j0 = j0b;
+      ${G.map((g) => `m${g} = vec4<f32>(NEG_MAX); l${g} = vec4<f32>(0.0);`).join(' ')}
+      ${RS.flatMap((r) => X.map((x) => `acc${r}_${x} = vec4<f32>(0.0);`)).join(' ')}
+      continue;
+    }
+    // The tile whose first stage the last P·V stage prefetches: the next one of this block, or the
+    // partner block's first.
+    var ni0 = i0;
+    var nj0 = j0 + i32(BC);
+    if (nj0 >= hi && !last) {
+      ni0 = i0b;
+      nj0 = j0b;
+    }`
+        : 'if (j0 >= hi) { break; }'
+    }
     // ---- S = Q K^T over head-dim chunks
     ${RS.map((r) => `var sc${r} = vec4<f32>(0.0);`).join(' ')}
+    ${diag ? 'let tri = key_hi(s, i0) <= j0 + 1;' : ''}
     for (var c0: u32 = 0u; c0 < U.d; c0 = c0 + DC) {
       workgroupBarrier();
       ${pf ? '' : st.issueS('c0', 'j0')}
@@ -404,11 +527,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       }`
           : ''
       }
+      ${
+        diag
+          ? `if (tri) {
+      for (var cq: u32 = 0u; cq < DC / 4u; cq = cq + 1u) {
+        ${RS.map((r) => `let a${r} = sa[(ty + TY * ${r}u) * PAD + cq];`).join(' ')}
+        ${R4.map((k) => `let b${k} = sa[BR * PAD + (tx + TX * ${k}u) * PAD + cq];`).join(' ')}
+        ${RS.map(sTri).join('\n        ')}
+      }
+      } else {`
+          : ''
+      }
       for (var cq: u32 = 0u; cq < DC / 4u; cq = cq + 1u) {
         ${RS.map((r) => `let a${r} = sa[(ty + TY * ${r}u) * PAD + cq];`).join(' ')}
         ${R4.map((k) => `let b${k} = sa[BR * PAD + (tx + TX * ${k}u) * PAD + cq];`).join(' ')}
         ${RS.map((r) => `sc${r} = sc${r} + vec4<f32>(dot(a${r}, b0), dot(a${r}, b1), dot(a${r}, b2), dot(a${r}, b3));`).join('\n        ')}
       }
+      ${diag ? '}' : ''}
     }
     // ---- mask and modifiers (masked: -Inf). Without a score modifier: a tile wholly inside every row's
     // key range only scales, another masks in registers (the mask test is a few comparisons, cheap to
@@ -477,11 +612,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
           ? `if (jc + VC < BC && j0 + i32(jc + VC) < hi) {
       ${st.issueV('jc + VC', 'j0')}
       } else {
-      ${st.issueS('0u', 'j0 + i32(BC)')}
+      ${pairs ? st.issueS('0u', 'nj0', 'ni0') : st.issueS('0u', 'j0 + i32(BC)')}
       }`
           : ''
       }
-      if (!bad) {
+      ${diag ? `if (!bad && tri) {\n        ${pvTri}\n      } else ` : ''}if (!bad) {
         ${pvBody((r, x) => `fma(vec4<f32>(pv${g4(r)}.${cm(r)}), v${x}, acc${r}_${x})`)}
       } else {
         // A non-finite value: skip exact zeros of P, as the reference does (0 * Inf must not give NaN).
@@ -490,31 +625,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     j0 = j0 + i32(BC);
   }
-  // ---- finalise: O = acc / l, lse = m + ln l (empty rows: 0 and -Inf)
-  ${reduceRows('l', 'ls', (a, b2) => `${a} + ${b2}`, 'vec4<f32>(0.0)')}
-  ${RS.map(
-    (r) => `{
-    let i = i0 + i32(ty + TY * ${r}u);
-    if (i < s.sq) {
-      let empty = ls${g4(r)}.${cm(r)} == 0.0;
-      let inv = select(1.0 / ls${g4(r)}.${cm(r)}, 0.0, empty);
-      let oa = U.o_base + q_at(b, s, u32(i), h);
-      ${X.map(
-        (x) => `{
-        let o = select(acc${r}_${x} * inv, vec4<f32>(0.0), empty);
-        let cc = (tx + TX * ${x}u) * 4u;
-        if (cc < U.d) { Ob[oa + cc] = o.x; }
-        if (cc + 1u < U.d) { Ob[oa + cc + 1u] = o.y; }
-        if (cc + 2u < U.d) { Ob[oa + cc + 2u] = o.z; }
-        if (cc + 3u < U.d) { Ob[oa + cc + 3u] = o.w; }
-      }`,
-      ).join('\n      ')}
-      if (tx == 0u) {
-        Lb[U.lse_base + lse_at(b, s, u32(i), h)] = select(m${g4(r)}.${cm(r)} + log(ls${g4(r)}.${cm(r)}), neg_inf(), empty);
-      }
-    }
-  }`,
-  ).join('\n  ')}
+  ${pairs ? '' : finalise}
 }
 `;
 }
