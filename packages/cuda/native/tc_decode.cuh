@@ -547,7 +547,8 @@ cudaError_t tc_decode_launch(AttnParams p, const DeviceProps& dev, cudaStream_t 
 
 // Ring depth and tile: 16 keys per stage, 3 stages. Since run 17, 8 warps per CTA and one CTA per SM
 // where the device lets a CTA have its 196 KB of shared memory (sm_90: 227 KB), else (sm_80: 163 KB) 4
-// warps and two CTAs per SM (100 KB each): 8 warps per SM either way. The warps are latency-bound (one
+// warps and two CTAs per SM (100 KB each): 8 warps per SM either way; devices with 99 KB per CTA (sm_86,
+// sm_89, running the sm_80 code) take two stages. The warps are latency-bound (one
 // instruction per ~5 cycles each, run 4), so warps per SM count more than bytes in flight: 4 stages and
 // one 4-warp CTA per SM ran at half the rate. With 8 warps a key head has half the splits (16 at the
 // decode shape: one merge batch) and 3 % fewer warps in flight; run 15 measured it 0.8 us faster at 32k
@@ -590,7 +591,9 @@ template <typename T> cudaError_t tc_decode_t(const AttnParams& p, const DeviceP
     return tc_decode_launch<T, 128, 16, 8, 3, DecodeMerge::LastCta, false, false, true, 1, 36>(p, dev, st, plan);
 #endif
   if (dev.smem_optin >= (int)tc_decode_smem<128, 16, 8, 3, T>()) return tc_decode_launch<T, 128, 16, 8, 3>(p, dev, st, plan);
-  return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan);
+  if (dev.smem_optin >= (int)tc_decode_smem<128, 16, 4, 3, T>()) return tc_decode_launch<T, 128, 16, 4, 3>(p, dev, st, plan);
+  // sm_86 / sm_89 (99 KB per CTA) run the sm_80 code but not its 100 KB ring: two stages (68 KB).
+  return tc_decode_launch<T, 128, 16, 4, 2>(p, dev, st, plan);
 }
 
 }  // namespace fa
