@@ -2,7 +2,7 @@
  * SPEC §9 benchmarks of the cuda backend, device time only (CUDA events around each call, data
  * resident), median of the timed runs after warm-up. Bundled into .device/cuda-bench.mjs.
  *
- *   node .device/cuda-bench.mjs [--out dir] [--quick] [--iters N] [--backward-only]
+ *   node .device/cuda-bench.mjs [--out dir] [--quick] [--iters N] [--backward-only] [--bwd-variants a,b,...]
  *
  * Shapes: 16k tokens in total (b = 16384 / s), hidden 2048 (hq = 2048 / d), d in {64, 128},
  * s in {512 ... 16384}, causal and not, bfloat16 and float16, forward and backward; decode sq = 1,
@@ -32,6 +32,8 @@ const quick = process.argv.includes('--quick');
 const iters = Number(arg('iters', '10'));
 // --decode-only: the copy, the float32 (generic) forward and decode; skips the tensor-core shapes.
 const decodeOnly = process.argv.includes('--decode-only');
+// The backward variants timed and checked beside the default (see the backward section below).
+const bwdVariants = arg('bwd-variants', '0,8,12,14').split(',').map(Number);
 // --backward-only: the backward shapes, its variants and its checks; no forward timing, no decode.
 const backwardOnly = process.argv.includes('--backward-only');
 
@@ -153,9 +155,9 @@ async function profile(be: CudaBackend): Promise<void> {
   await be.dispose();
 }
 
-// --profile-bwd: one backward (bfloat16, d = 128, s = 4096, full) with the default two passes, then
-// the one-m-tile dQ pass of runs 11–14 (variant 5) and the warp-pair dK/dV kernel (7), for Nsight Compute
-// (cuda-run.sh profile-bwd).
+// --profile-bwd: one backward (bfloat16, d = 128, s = 4096, full) with the default (since run 18 the
+// FA2-layout kernel with the ordered dQ at this shape), run 18's FA2-layout kernel unordered (8) and
+// the two passes (14), for Nsight Compute (cuda-run.sh profile-bwd).
 async function profileBackward(be: CudaBackend): Promise<void> {
   const d = 128;
   const s = 4096;
@@ -166,7 +168,7 @@ async function profileBackward(be: CudaBackend): Promise<void> {
     ),
   );
   const r = await be.forward(q, k, v, { returnLse: true });
-  for (const variant of [0, 5, 7]) {
+  for (const variant of [0, 8, 14]) {
     be.configure({ variant });
     const g = await be.backward(dout, q, k, v, r.out, r.lse as DeviceTensor, {});
     console.log(`profile backward variant ${variant}: ${be.lastPlan?.kernel}`);
@@ -405,14 +407,17 @@ async function main(): Promise<void> {
           be.configure({ variant: 0 });
         }
         if (s !== 1024 && s !== 4096 && s !== 16384) continue;
-        // Backward: the default (two passes) against the fused kernel: variant 1 (ordered dQ), 2
-        // (unordered atomics), 3 (ordered, 8 warps) and 4 (unordered, 8 warps), at s = 4096 only;
-        // 5: the dQ pass with two m-tiles per warp (run 14's candidate), 6: its other form, 7: the
-        // warp-pair dK/dV kernel (d = 128), at 1k, 4k and 16k (run 14).
+        // Backward: the default (two passes) against the fused kernels: run 11's with unordered
+        // atomics and 8 warps (variant 4, s = 4096 only) and run 18's FA2-layout kernel (8; 9 its
+        // other query-block size; 10-12 with the dQ adds in a fixed order, 13 rotated but unordered;
+        // 14 the two passes, where 12 is the default since run 18) at 1k, 4k and 16k (the default
+        // list: 0, 8, 12 and 14). Run 11's
+        // ordered forms (1, 3) and run 14's two-pass variants (5-7) are measured in runs 11-14 and
+        // left out here to save device time. --bwd-variants a,b,... replaces the list.
         const dO4 = be.view(dO, [b, s, hq, d]);
         for (const causal of [false, true]) {
           const r = await be.forward(q, k, v, { causal, returnLse: true });
-          for (const variant of s === 4096 ? [0, 1, 2, 3, 4, 5, 6, 7] : [0, 5, 6, 7]) {
+          for (const variant of bwdVariants.filter((v) => s === 4096 || v !== 4)) {
             be.configure({ variant });
             const g = await be.timeBackward(
               dO4,
@@ -447,11 +452,13 @@ async function main(): Promise<void> {
             continue;
           }
           // Checks on a shape far larger than the conformance cases (64 key blocks per query block):
-          // the deterministic kernels twice, bit for bit, and every variant against the default.
+          // the kernels twice, bit for bit (4, 8, 9 and 13 add dQ in no fixed order: "DIFFERENT" is
+          // expected of them; 0, 10-12 and 14 must be bit-identical), and every variant against the
+          // default.
           const grads: Record<number, Float32Array[]> = {};
           const first: Record<number, Uint16Array[]> = {};
           const tag = `bwd-check ${dtype} d=${d} s=${s} ${causal ? 'causal' : 'full'}`;
-          for (const variant of [0, 0, 1, 1, 2, 3, 3, 4, 5, 5, 6, 6, 7, 7]) {
+          for (const variant of [0, 0, ...bwdVariants.flatMap((v) => (v ? [v, v] : []))]) {
             be.configure({ variant });
             const gr = await be.backward(dO4, q, k, v, r.out, r.lse as DeviceTensor, { causal });
             const host = await Promise.all([gr.dq, gr.dk, gr.dv].map((t) => be.download(t)));
@@ -468,7 +475,7 @@ async function main(): Promise<void> {
             first[variant] = bits;
             grads[variant] = bits.map((a) => bitsToF32(dtype, a));
           }
-          for (const variant of [1, 2, 3, 4, 5, 6, 7]) {
+          for (const variant of bwdVariants.filter((v) => v !== 0)) {
             const errs = ['dq', 'dk', 'dv'].map(
               (n, i) => `${n} ${relErr(grads[variant][i], grads[0][i]).toExponential(2)}`,
             );

@@ -38,8 +38,8 @@ for step in $steps; do
       python3 packages/cuda/bench/ncu_summary.py "$out/cuda-ncu-raw.csv" 2>&1 | tee "$out/cuda-ncu-summary.txt"
       ;;
     profile-bwd)
-      # The backward's kernels (dK/dV and dQ passes, the fused kernel ordered and unordered), same sections.
-      timeout "${FA_PROFILE_TIMEOUT:-240}" ncu --clock-control none -k 'regex:tc_bwd_dkdv_kernel|tc_bwd_dq_kernel' -c 4 --import-source no \
+      # The backward's kernels (dK/dV and dQ passes, run 18's FA2-layout kernels), same sections.
+      timeout "${FA_PROFILE_TIMEOUT:-240}" ncu --clock-control none -k 'regex:tc_bwd_dkdv_kernel|tc_bwd_dq_kernel|tc_bwd_fa2_kernel' -c 7 --import-source no \
         --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
         --section Occupancy --section LaunchStats --section SchedulerStats --section WarpStateStats \
         --section InstructionStats -f -o "$out/cuda-ncu-bwd" \

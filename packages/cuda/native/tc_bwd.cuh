@@ -13,6 +13,10 @@
 //    (only on key blocks of smaller linear blockIdx, dispatched before it: no deadlock), the first
 //    stores, the middle ones add, the last adds and writes dQ in the output dtype, so the sums are
 //    the same on every call (SPEC §4). Measured slower than the two passes in both forms.
+//  - FA2 layout (run 18, tc_bwd_fa2_kernel below): one 8-warp CTA per 128-key block with a warp
+//    layout per product, P and dS through shared memory, dQ by float32 reductions, unordered
+//    (variant 8) or in a fixed order per query block (10-12). The ordered form is the default at
+//    d = 128 without causal or window mask (fa2_default); variant 14 forces the two passes there.
 // D_i = dO_i . O_i comes from the generic dsum kernel.
 #pragma once
 #include <algorithm>
@@ -1176,7 +1180,541 @@ cudaError_t tc_dq_launch(const AttnParams& p, cudaStream_t st) {
   return cudaGetLastError();
 }
 
-// The default at both head dims: two passes (dK/dV, then dQ), each pipelined (STAGES = 2). The fused
+// ------------------------------------------------------------------------------------------------
+// Fused backward in FA2's layout (run 18; FA_TUNE builds, variants 8-9; no EXTRAS, varlen or paged
+// K/V). One CTA of 8 warps per 128-key block (key head, batch) walks the query blocks of BM rows (last
+// first, the GQA heads inside) and computes 5 products per step, each with its own warp layout:
+//  - S = Q K^T and dP = dO V^T (BM x 128): warps 2 (rows) x 4 (keys), BM / 2 rows x 32 keys each;
+//    P and dS go to shared memory as 16-bit [query][key] tiles (stmatrix on sm_90);
+//  - dV += P^T dO and dK += dS^T Q (128 x D): warps 4 (keys) x 2 (d), 32 keys x D / 2 each, the A
+//    operands read transposed from the P / dS tiles (ldmatrix.trans), 8 * D / 16 accumulators per
+//    warp held through the whole loop;
+//  - dQ = dS K (BM x D): warps 2 (rows) x 4 (d), added to a float32 scratch by RED (unordered: the
+//    sums' order, and so their bits, vary from call to call), converted to the output dtype after.
+// Per warp per step at d = 128, BM = 64: 320 mma, 144 ldmatrix.x4 (~230 B of shared reads per mma,
+// run 11's fused kernel: 320), 8 stmatrix, 16 RED.v2 (32 KB of dQ reductions per CTA-step).
+
+// Stores a packed m16k16 A fragment (acc_to_a's layout) into a swizzled row-major [rows][LD] tile at
+// rows r0.., columns 16 kt..: one stmatrix on sm_90 (its lane addresses are ldmatrix's for A).
+template <int LD, typename T> FA_DEV void st_a(T* tile, int r0, int kt, int lane, const uint32_t a[4]) {
+#if __CUDA_ARCH__ >= 900
+  const uint32_t addr = (FragAddr<LD>::a(smem_u32(tile), lane) ^ (kt << 5)) + r0 * (LD * 2);
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(a[0]), "r"(a[1]),
+               "r"(a[2]), "r"(a[3])
+               : "memory");
+#else
+  const int g = lane >> 2, c = kt * 16 + (lane & 3) * 2;
+  *reinterpret_cast<uint32_t*>(tile + swz<LD>(r0 + g, c)) = a[0];
+  *reinterpret_cast<uint32_t*>(tile + swz<LD>(r0 + g + 8, c)) = a[1];
+  *reinterpret_cast<uint32_t*>(tile + swz<LD>(r0 + g, c + 8)) = a[2];
+  *reinterpret_cast<uint32_t*>(tile + swz<LD>(r0 + g + 8, c + 8)) = a[3];
+#endif
+}
+
+// A fragment (m16 x k16) of the transpose of a swizzled row-major [k][LD] tile: m = columns m0..m0+15,
+// k = rows k0..k0+15. The trans load of each 8x8 matrix needs the lane addresses of a B fragment.
+template <int LD> FA_DEV void ld_at(uint32_t* a, const void* tile, int m0, int k0, int lane) {
+  ldsm_x4_t(a, (FragAddr<LD>::b(smem_u32(tile), lane) ^ ((m0 >> 4) << 5)) + k0 * (LD * 2));
+}
+
+// ORD (variant 10, deterministic): every (batch, head, query block) takes its key blocks' dQ tiles in
+// one fixed order, the first storing to the float32 scratch, the middle ones adding, the last adding
+// what is there to its own tile and writing dQ; a counter per (batch, head, query block) says how
+// many have added. Run 11's ordered kernel walked the query blocks in the same order in every key
+// block, so the turns formed a chain in lockstep that paid the slowest link on every step. Here key
+// block nb walks them rotated to start at query block c(nb) = nb * BN / BM, and the order of a query
+// block's contributors is the order of their visits (step, then nb): on a dense or causal problem the
+// contributor before nb visited the block r = BN / BM steps earlier, so a turn is normally already
+// there when asked for (its load is issued at the step's start and checked only before the dS
+// barrier). A CTA can wait on one of its own (batch, key head) that the grid lists after it, so the
+// CTAs take their index from a ticket at start (run order): every (batch, key head) whose CTAs have
+// all started can finish, and one whose CTAs have not all started holds at most nkb <= SM-count slots
+// (the launcher checks), so the rest of it starts as the earlier ones finish: no deadlock.
+// Run 18's second device run measured the turn's forms side by side (the mode, FA2_*):
+//  FA2_ORD_SC (variant 10): the release by __threadfence (fence.sc) and atomicAdd at the next step's
+//    first barrier, the acquire by a __threadfence after the observed count;
+//  FA2_ORD (11): fence.acq_rel for the release, and no fence on the acquire side: what follows the
+//    turn touches the scratch only by L2 atomics and L1-bypassing loads, issued after the barrier
+//    that follows the observed count (the pattern of the CUDA guide's last-block reduction);
+//  FA2_ORD_WARP (12 since run 18c; in run 18b 12 moved FA2_ORD's release to the next step's dS
+//    barrier and was no faster): no CTA-wide wait; after the dS barrier each warp loads the counter
+//    itself and checks it only before its own reductions, after the dQ product;
+//  FA2_ROT (13): unordered reductions in ORD's rotated order and ticketed CTAs (what the schedule
+//    alone costs against FA2_FREE, variant 8).
+// Since run 18c the tickets run the key blocks from the last down (on a causal problem the first
+// contributor to a query block is its diagonal key block, the last of the grid: it now starts
+// first), the step order and the rank are kept without integer division, and the reductions'
+// branch on the CTA's role is taken once per step (run 18b: ~2700 instructions more per CTA-step
+// than the unordered kernel).
+enum Fa2Mode : int { FA2_FREE = 0, FA2_ORD_SC = 1, FA2_ORD = 2, FA2_ORD_WARP = 3, FA2_ROT = 4 };
+
+FA_DEV unsigned ld_relaxed_gpu(const unsigned* ptr) {
+  unsigned v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(ptr) : "memory");
+  return v;
+}
+FA_DEV void fence_acq_rel_gpu() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+
+template <typename T, int D, int BM, int MODE = FA2_FREE>
+__global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float* dq_acc, unsigned* dq_sem) {
+  constexpr bool ROT = MODE != FA2_FREE;                    // rotated order, ticketed CTAs
+  constexpr bool ORD = ROT && MODE != FA2_ROT;              // the turns
+  constexpr bool WARPW = MODE == FA2_ORD_WARP;  // per-warp turn
+  constexpr int NT = 256, BN = 128;
+  constexpr int MS = BM / 32;   // m16 tiles per warp in S / dP and in dQ (BM / 2 rows)
+  constexpr int NDK = D / 16;   // n8 tiles per warp in dK / dV (D / 2 columns)
+  constexpr int NDQ = D / 32;   // n8 tiles per warp in dQ (D / 4 columns)
+  static_assert(MS >= 1 && NDQ % 2 == 0 && NDK % 2 == 0, "FA2 warp tiling");
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* Ks = reinterpret_cast<T*>(smem_raw);
+  T* Vs = Ks + BN * D;
+  T* Qs0 = Vs + BN * D;        // [2][BM][D]
+  T* dOs0 = Qs0 + 2 * BM * D;  // [2][BM][D]
+  T* Ps = dOs0 + 2 * BM * D;   // [BM][BN]
+  T* dSs = Ps + BM * BN;       // [BM][BN]
+  float* lse_s0 = reinterpret_cast<float*>(dSs + BM * BN);  // [2][BM] raw lse
+  float* dsum_s0 = lse_s0 + 2 * BM;                         // [2][BM]
+  // ORD: the ticket and the turn (rank, count) passed from thread 0. Not static __shared__: that would
+  // move the dynamic window off the 1 KB alignment FragAddr needs.
+  int* misc = reinterpret_cast<int*>(dsum_s0 + 2 * BM);
+
+  check_smem_alignment(smem_raw);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  int nb = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z;
+  if constexpr (ROT) {
+    // The CTA's place in run order (see above); the ticket is the counter after the query blocks'.
+    if (tid == 0) misc[0] = (int)atomicAdd(dq_sem + (long long)p.batch * p.hq * ((p.seq_q + BM - 1) / BM), 1u);
+    __syncthreads();
+    const int ticket = misc[0];
+    nb = gridDim.x - 1 - ticket % gridDim.x;
+    hkv = ticket / gridDim.x % gridDim.y;
+    b = ticket / (gridDim.x * gridDim.y);
+  }
+  const int sq = seqlen_q(p, b), sk = seqlen_k(p, b);
+  const int n0 = nb * BN;
+  if (n0 >= sk) return;
+  const int d = p.d, G = p.group;
+  const int g = lane >> 2, tq = lane & 3;
+  const T* kbase = static_cast<const T*>(p.k);
+  const T* vbase = static_cast<const T*>(p.v);
+  const T* qbase = static_cast<const T*>(p.q);
+  const T* obase = static_cast<const T*>(p.dout);
+  tc_load_tile_strided<T, D, NT, BN>(Ks, sk - n0, d, kbase + kv_off(p, b, n0, hkv), p.kv_ss);
+  tc_load_tile_strided<T, D, NT, BN>(Vs, sk - n0, d, vbase + kv_off(p, b, n0, hkv), p.kv_ss);
+  cp_async_commit();
+
+  // The three warp layouts.
+  const int r0s = (warp >> 2) * (BM / 2), k0s = (warp & 3) * 32;  // S / dP: rows, keys
+  const int kw = (warp >> 1) * 32, dw = (warp & 1) * NDK;          // dK / dV: keys, first n8 tile of d
+  const int rq = (warp & 1) * (BM / 2), dq0 = (warp >> 1) * NDQ;   // dQ: rows, first n8 tile of d
+
+  float dk[2][NDK][4], dv[2][NDK][4];
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int dt = 0; dt < NDK; dt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) dk[mt][dt][e] = dv[mt][dt][e] = 0.f;
+  const float scale_log2 = p.scale * LOG2E;
+
+  const int nmb_all = (sq + BM - 1) / BM;
+  int mb_lo = nmb_all, mb_hi = 0;
+  for (int mb = 0; mb < nmb_all; mb++) {
+    const int m0 = mb * BM, last = min(m0 + BM, sq) - 1;
+    int lo_f, hi_f, lo_l, hi_l;
+    key_range(p, m0, sq, sk, lo_f, hi_f);
+    key_range(p, last, sq, sk, lo_l, hi_l);
+    if (block_pair_live<BN>(lo_f, hi_l, n0)) {
+      mb_lo = min(mb_lo, mb);
+      mb_hi = mb + 1;
+    }
+  }
+  const int nmb = mb_hi > mb_lo ? mb_hi - mb_lo : 0;
+  const int iters = G * nmb;
+  // ORD: query block c(nb) first (or the first live one after it), then round the live range.
+  constexpr int R = BN / BM;
+  auto rot0 = [&](int kb) { return (kb * R) % nmb_all; };
+  const int c0 = nmb_all > 0 ? rot0(nb) : 0;
+  const int first = c0 >= mb_lo && c0 < mb_hi ? c0 : mb_lo;
+  // Step order: (query block, head of the group), the heads inside; advance() moves to the next step.
+  auto advance = [&](int& mbv, int& gv) {
+    if (++gv == G) {
+      gv = 0;
+      if constexpr (ROT) {
+        if (++mbv == mb_hi) mbv = mb_lo;
+      } else {
+        --mbv;
+      }
+    }
+  };
+  auto load_q = [&](int mbv, int gv, int stage) {
+    const int h = hkv * G + gv;
+    const int m0 = mbv * BM;
+    const long long qo = q_off(p, b, m0, h);
+    tc_load_tile_strided<T, D, NT, BM>(Qs0 + stage * BM * D, sq - m0, d, qbase + qo, p.q_ss);
+    tc_load_tile_strided<T, D, NT, BM>(dOs0 + stage * BM * D, sq - m0, d, obase + qo, p.q_ss);
+    for (int r = tid; r < BM; r += NT) {
+      const int i = m0 + r;
+      const bool ok = i < sq;
+      const long long li = ok ? lse_idx(p, b, h, i) : 0;
+      cp_async4(lse_s0 + stage * BM + r, p.lse_in + li, ok ? 4 : 0);
+      cp_async4(dsum_s0 + stage * BM + r, p.dsum + li, ok ? 4 : 0);
+    }
+  };
+  int cur_mb = ROT ? first : mb_hi - 1, cur_g = 0;
+  int nxt_mb = cur_mb, nxt_g = cur_g;
+  advance(nxt_mb, nxt_g);
+  if (iters > 0) load_q(cur_mb, cur_g, 0);
+  cp_async_commit();
+
+  const int nmb_grid = (p.seq_q + BM - 1) / BM;
+  unsigned* release = nullptr;  // ORD: the counter this CTA still has to advance
+  auto publish = [&]() {
+    if (tid == 0 && release) {
+      if constexpr (MODE == FA2_ORD_SC) {
+        __threadfence();
+      } else {
+        fence_acq_rel_gpu();
+      }
+      atomicAdd(release, 1u);
+    }
+    release = nullptr;
+  };
+  for (int it = 0; it < iters; it++) {
+    const int h = hkv * G + cur_g;
+    const int mb = cur_mb;
+    const int m0 = mb * BM;
+    const int stage = it & 1;
+    const T* Qs = Qs0 + stage * BM * D;
+    const T* dOs = dOs0 + stage * BM * D;
+    const float* lse_s = lse_s0 + stage * BM;
+    const float* dsum_s = dsum_s0 + stage * BM;
+    bool need_mask;
+    {
+      const int last = min(m0 + BM, sq) - 1;
+      int lo_f, hi_f, lo_l, hi_l;
+      key_range(p, m0, sq, sk, lo_f, hi_f);
+      key_range(p, last, sq, sk, lo_l, hi_l);
+      need_mask = !(n0 >= lo_l && n0 + BN <= hi_f);
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // step it in place; every warp is done with the other stage and with P / dS
+    unsigned* cnt = nullptr;
+    int rank = 0, count = 1;
+    unsigned seen = 0;
+    if constexpr (ORD) {
+      // The previous step's adds (every thread's, before this barrier) published by one fence and
+      // one increment.
+      publish();
+      cnt = dq_sem + ((long long)(b * p.hq + h) * nmb_grid + mb);
+      if (tid == 0 && !WARPW) seen = ld_relaxed_gpu(cnt);  // checked before the dS barrier: the latency hides
+      if (warp == 0) {
+        // This key block's place among the query block's contributors, in visit order (step, then
+        // key block): the lanes share the contributors [v_lo, v_hi).
+        const int last = min(m0 + BM, sq) - 1;
+        int lo_f, hi_f, lo_l, hi_l;
+        key_range(p, m0, sq, sk, lo_f, hi_f);
+        key_range(p, last, sq, sk, lo_l, hi_l);
+        const int v_lo = lo_f / BN, v_hi = (hi_l + BN - 1) / BN;
+        const int t = mb >= c0 ? mb - c0 : mb - c0 + nmb_all;
+        int before = 0;
+        for (int kb = v_lo + lane; kb < v_hi; kb += 32) {
+          int ck = kb * R;
+          if (ck >= nmb_all) ck %= nmb_all;
+          const int tk = mb >= ck ? mb - ck : mb - ck + nmb_all;
+          before += tk < t || (tk == t && kb < nb);
+        }
+        rank = __reduce_add_sync(0xffffffffu, before);
+        count = v_hi - v_lo;
+      }
+    }
+    if (it + 1 < iters) load_q(nxt_mb, nxt_g, stage ^ 1);
+    cp_async_commit();
+
+    // S and dP in one loop: 2 MS * 4 independent accumulator chains.
+    float s[MS][4][4], dp[MS][4][4];
+#pragma unroll
+    for (int mt = 0; mt < MS; mt++)
+#pragma unroll
+      for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[mt][nt][e] = dp[mt][nt][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) {
+      uint32_t aq[MS][4], ao[MS][4];
+#pragma unroll
+      for (int mt = 0; mt < MS; mt++) {
+        ld_a<D>(aq[mt], Qs, r0s + mt * 16, ks, lane);
+        ld_a<D>(ao[mt], dOs, r0s + mt * 16, ks, lane);
+      }
+#pragma unroll
+      for (int np = 0; np < 2; np++) {
+        uint32_t bk[4], bv[4];
+        ld_b<D>(bk, Ks, k0s + np * 16, ks, lane);
+        ld_b<D>(bv, Vs, k0s + np * 16, ks, lane);
+#pragma unroll
+        for (int mt = 0; mt < MS; mt++) {
+          mma16816<T>(s[mt][2 * np], aq[mt], bk);
+          mma16816<T>(s[mt][2 * np + 1], aq[mt], bk + 2);
+          mma16816<T>(dp[mt][2 * np], ao[mt], bv);
+          mma16816<T>(dp[mt][2 * np + 1], ao[mt], bv + 2);
+        }
+      }
+    }
+    // P = exp2(S scale log2e - lse log2e) and dS = P (dP - D), in place.
+#pragma unroll
+    for (int mt = 0; mt < MS; mt++)
+#pragma unroll
+      for (int hf = 0; hf < 2; hf++) {
+        const int r = r0s + mt * 16 + g + 8 * hf;
+        const float lr = lse_s[r];
+        const float l2 = lr == -INFINITY ? INFINITY : lr * LOG2E;
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+          for (int u = 0; u < 2; u++) s[mt][nt][2 * hf + u] = exp2_approx(s[mt][nt][2 * hf + u] * scale_log2 - l2);
+      }
+    if (need_mask) {
+      asm volatile("");  // a real branch (see tc_fwd.cuh)
+#pragma unroll
+      for (int mt = 0; mt < MS; mt++)
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+          int lo, hi;
+          key_range(p, m0 + r0s + mt * 16 + g + 8 * hf, sq, sk, lo, hi);
+#pragma unroll
+          for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+              const int j = n0 + k0s + nt * 8 + tq * 2 + u;
+              if (!(j >= lo && j < hi)) s[mt][nt][2 * hf + u] = 0.f;
+            }
+        }
+    }
+#pragma unroll
+    for (int mt = 0; mt < MS; mt++)
+#pragma unroll
+      for (int hf = 0; hf < 2; hf++) {
+        const float dsv = dsum_s[r0s + mt * 16 + g + 8 * hf];
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+          for (int u = 0; u < 2; u++) dp[mt][nt][2 * hf + u] = s[mt][nt][2 * hf + u] * (dp[mt][nt][2 * hf + u] - dsv);
+      }
+#pragma unroll
+    for (int mt = 0; mt < MS; mt++)
+#pragma unroll
+      for (int np = 0; np < 2; np++) {
+        uint32_t a[4];
+        acc_to_a<T>(a, s[mt][2 * np], s[mt][2 * np + 1]);
+        st_a<BN>(Ps, r0s + mt * 16, (k0s >> 4) + np, lane, a);
+        acc_to_a<T>(a, dp[mt][2 * np], dp[mt][2 * np + 1]);
+        st_a<BN>(dSs, r0s + mt * 16, (k0s >> 4) + np, lane, a);
+      }
+    if constexpr (ORD) {
+      // The turn: the rank contributors before this one have added (acquire by the fence after the
+      // observed count; the barrier below passes it on to the CTA).
+      if (tid == 0) {
+        if constexpr (!WARPW)
+          while (seen < (unsigned)rank) seen = ld_relaxed_gpu(cnt);
+        if constexpr (MODE == FA2_ORD_SC) __threadfence();
+        misc[1] = rank;
+        misc[2] = count;
+      }
+      __syncthreads();  // P and dS complete, the turn taken
+      rank = misc[1];
+      count = misc[2];
+      if (WARPW && lane == 0 && rank > 0) seen = ld_relaxed_gpu(cnt);  // checked after the dQ product
+    } else {
+      __syncthreads();  // P and dS complete
+    }
+
+    // dQ = dS K first, so that its reductions drain while dV and dK run.
+    {
+      float dq[MS][NDQ][4];
+#pragma unroll
+      for (int mt = 0; mt < MS; mt++)
+#pragma unroll
+        for (int dt = 0; dt < NDQ; dt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) dq[mt][dt][e] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; kk++) {
+        uint32_t a[MS][4];
+#pragma unroll
+        for (int mt = 0; mt < MS; mt++) ld_a<BN>(a[mt], dSs, rq + mt * 16, kk, lane);
+#pragma unroll
+        for (int dt = 0; dt < NDQ; dt += 2) {
+          uint32_t bb[4];
+          ld_bt<D>(bb, Ks, kk, dq0 + dt, lane);
+#pragma unroll
+          for (int mt = 0; mt < MS; mt++) {
+            mma16816<T>(dq[mt][dt], a[mt], bb);
+            mma16816<T>(dq[mt][dt + 1], a[mt], bb + 2);
+          }
+        }
+      }
+      if constexpr (WARPW) {
+        // This warp's turn (the CTA's: every warp waits for the same count).
+        if (rank > 0) {
+          if (lane == 0)
+            while (seen < (unsigned)rank) seen = ld_relaxed_gpu(cnt);
+          __syncwarp();
+        }
+      }
+      // The CTA's role in the query block's sum, one branch per step: 0 adds (RED), 1 stores the
+      // first partial, 2 adds the last one to what is there and writes dQ, 3 writes its own tile.
+      const int role = !ORD ? 0 : count == 1 ? 3 : rank == 0 ? 1 : rank + 1 == count ? 2 : 0;
+      T* dqb = static_cast<T*>(p.dq);
+#pragma unroll
+      for (int mt = 0; mt < MS; mt++)
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+          const int i = m0 + rq + mt * 16 + g + 8 * hf;
+          if (i >= sq) continue;
+          float* arow = dq_acc + lse_idx(p, b, h, i) * d;
+          if (role == 0) {
+#pragma unroll
+            for (int dt = 0; dt < NDQ; dt++) {
+              const int c = (dq0 + dt) * 8 + tq * 2;
+              if (c < d) red_add2(arow + c, dq[mt][dt][2 * hf], dq[mt][dt][2 * hf + 1]);
+            }
+          } else if (role == 1) {
+#pragma unroll
+            for (int dt = 0; dt < NDQ; dt++) {
+              const int c = (dq0 + dt) * 8 + tq * 2;
+              if (c < d) __stcg(reinterpret_cast<float2*>(arow + c), make_float2(dq[mt][dt][2 * hf], dq[mt][dt][2 * hf + 1]));
+            }
+          } else {
+            T* orow = dqb + q_off(p, b, i, h);
+#pragma unroll
+            for (int dt = 0; dt < NDQ; dt++) {
+              const int c = (dq0 + dt) * 8 + tq * 2;
+              if (c >= d) continue;
+              float x = dq[mt][dt][2 * hf], y = dq[mt][dt][2 * hf + 1];
+              if (role == 2) {
+                const float2 o = __ldcg(reinterpret_cast<const float2*>(arow + c));
+                x += o.x;
+                y += o.y;
+              }
+              *reinterpret_cast<uint32_t*>(orow + c) = pack2<T>(x * p.scale, y * p.scale);
+            }
+          }
+        }
+      if constexpr (ORD) {
+        if (rank + 1 < count) release = cnt;
+      }
+    }
+    cur_mb = nxt_mb;
+    cur_g = nxt_g;
+    advance(nxt_mb, nxt_g);
+    // dV += P^T dO and dK += dS^T Q.
+#pragma unroll
+    for (int kk = 0; kk < BM / 16; kk++) {
+      uint32_t pa[2][4], da[2][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++) {
+        ld_at<BN>(pa[mt], Ps, kw + mt * 16, kk * 16, lane);
+        ld_at<BN>(da[mt], dSs, kw + mt * 16, kk * 16, lane);
+      }
+#pragma unroll
+      for (int dt = 0; dt < NDK; dt += 2) {
+        uint32_t bb[4];
+        ld_bt<D>(bb, dOs, kk, dw + dt, lane);
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+          mma16816<T>(dv[mt][dt], pa[mt], bb);
+          mma16816<T>(dv[mt][dt + 1], pa[mt], bb + 2);
+        }
+        ld_bt<D>(bb, Qs, kk, dw + dt, lane);
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+          mma16816<T>(dk[mt][dt], da[mt], bb);
+          mma16816<T>(dk[mt][dt + 1], da[mt], bb + 2);
+        }
+      }
+    }
+  }
+  if constexpr (ORD) {
+    __syncthreads();
+    publish();
+  }
+  cp_async_wait<0>();
+  T* dkb = static_cast<T*>(p.dk);
+  T* dvb = static_cast<T*>(p.dv);
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+      const int j = n0 + kw + mt * 16 + g + 8 * hf;
+      if (j >= sk) continue;
+      const long long o = kv_off(p, b, j, hkv);
+#pragma unroll
+      for (int dt = 0; dt < NDK; dt++) {
+        const int c = (dw + dt) * 8 + tq * 2;
+        if (c < d) {
+          *reinterpret_cast<uint32_t*>(dkb + o + c) =
+              pack2<T>(dk[mt][dt][2 * hf] * p.scale, dk[mt][dt][2 * hf + 1] * p.scale);
+          *reinterpret_cast<uint32_t*>(dvb + o + c) = pack2<T>(dv[mt][dt][2 * hf], dv[mt][dt][2 * hf + 1]);
+        }
+      }
+    }
+}
+
+// The FA2-layout backward: the float32 dQ scratch (rows x d x 4 bytes), the kernel, and (unordered)
+// the conversion to dQ; ORD: one counter per (batch, head, query block) and the ticket, zeroed, and
+// no conversion (the last contributor writes dQ). Dense or key-padded problems only (no varlen, no
+// paged K/V). Returns cudaErrorNotSupported where ORD's no-deadlock argument does not hold (more key
+// blocks per key head than SMs): the caller then runs the two passes.
+template <typename T, int D, int BM, int MODE>
+cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_bytes) {
+  constexpr bool ORD = MODE != FA2_FREE && MODE != FA2_ROT;
+  constexpr bool ROT = MODE != FA2_FREE;
+  constexpr int BN = 128;
+  constexpr size_t smem = (size_t)(2 * BN * D + 4 * BM * D + 2 * BM * BN) * sizeof(T) + 4 * BM * sizeof(float) + 16;
+  const unsigned nkb = (unsigned)((p.seq_k + BN - 1) / BN);
+  if constexpr (ROT) {
+    int dev = 0, sms = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e != cudaSuccess) return e;
+    if ((int)nkb > sms) return cudaErrorNotSupported;
+  }
+  Scratch scratch(st);
+  const long long rows = (long long)p.batch * p.hq * p.seq_q;
+  const size_t acc_bytes = (size_t)std::max<long long>(rows * p.d, 1) * sizeof(float);
+  const long long nsem = ROT ? (long long)p.batch * p.hq * ((p.seq_q + BM - 1) / BM) + 1 : 1;
+  const size_t sem_bytes = (size_t)nsem * sizeof(unsigned);
+  float* acc = static_cast<float*>(scratch.alloc(acc_bytes));
+  unsigned* sem = static_cast<unsigned*>(scratch.alloc(sem_bytes));
+  if (!acc || !sem) return scratch.err;
+  *scratch_bytes += acc_bytes + sem_bytes;
+  cudaError_t e;
+  if constexpr (ORD) {
+    e = cudaMemsetAsync(sem, 0, sem_bytes, st);
+    // Rows that see no key at all get dQ = 0 from no key block; only these shapes can have them.
+    const bool untouched = p.seqlens_k || p.seq_q > p.seq_k || p.wl >= 0 || p.wr >= 0;
+    if (e == cudaSuccess && untouched)
+      e = cudaMemsetAsync(p.dq, 0, (size_t)p.total_q * p.hq * p.d * sizeof(T), st);
+  } else {
+    e = cudaMemsetAsync(acc, 0, acc_bytes, st);
+    if (e == cudaSuccess && ROT) e = cudaMemsetAsync(sem, 0, sem_bytes, st);
+  }
+  if (e != cudaSuccess) return e;
+  auto kern = tc_bwd_fa2_kernel<T, D, BM, MODE>;
+  e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  dim3 grid(nkb, (unsigned)p.hk, (unsigned)p.batch);
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || rows == 0) return cudaSuccess;
+  kern<<<grid, 256, smem, st>>>(p, acc, sem);
+  e = cudaGetLastError();
+  if (e != cudaSuccess || ORD) return e;
+  tc_dq_convert_kernel<T><<<264, 256, 0, st>>>(p, acc);
+  return cudaGetLastError();
+}
+
+// The default at both head dims, except where fa2_default (below) picks run 18's kernel: two passes
+// (dK/dV, then dQ), each pipelined (STAGES = 2). The fused
 // kernel (one pass, 5 products per block pair) measured slower in run 11 (d = 128, s = 4096, full:
 // 6.91 ms two passes; fused with the ordered dQ 10.07 ms with 4 warps, 8.94 with 8; with unordered
 // atomics 7.90 and 7.40), so it is built only into FA_TUNE builds, as variants: 1 fused, ordered dQ
@@ -1189,12 +1727,24 @@ cudaError_t tc_dq_launch(const AttnParams& p, cudaStream_t st) {
 // stages, 4 B of spills); 7
 // (d = 128; d = 64 runs the default) the warp-pair dK/dV kernel, then the default dQ pass (2-3 %
 // slower at d = 128; at d = 64, measured in run 14 before it was dropped there, 15 %). Run 10's two
-// passes, variant 5 until run 13, are gone (rows 11b-11c hold that A/B).
+// passes, variant 5 until run 13, are gone (rows 11b-11c hold that A/B). Run 18's variants: 8-13 the
+// FA2-layout kernel (see tc_fa2_launch's callers below), 14 the two passes where it is the default.
+// Run 18c's measurement (PERF.md row 18c): the FA2-layout kernel with the ordered dQ (FA2_ORD_WARP,
+// deterministic) beats the two passes at d = 128 without a causal or window mask from s = 1024 up
+// (+3 % at 1k, +9 % at 4k, +10.5 % at 16k), and loses with the causal mask (-6 to 0 %) and at d = 64
+// (-4 to -8 %); shorter sequences were not measured. So it is the default there, on dense or
+// key-padded K/V, when the key blocks of a key head fit on the SMs at once (its no-deadlock rule;
+// otherwise, and everywhere else, the two passes).
+inline bool fa2_default(const AttnParams& p) {
+  return p.d > 64 && !p.causal && p.wl < 0 && p.wr < 0 && !p.cu_q && !p.cu_k && !p.block_table && p.seq_q >= 1024 &&
+         p.seq_k >= 1024;
+}
+
 template <typename T, bool EXTRAS>
 cudaError_t tc_backward_t(const AttnParams& p, int variant, cudaStream_t st, size_t* scratch_bytes) {
   (void)variant;
-  (void)scratch_bytes;
   cudaError_t e;
+  bool two_passes = false;  // variant 14: the two passes where the FA2-layout kernel is the default
 #ifdef FA_TUNE
   if constexpr (!EXTRAS) {
     const bool atomic = !p.cu_q;
@@ -1230,10 +1780,51 @@ cudaError_t tc_backward_t(const AttnParams& p, int variant, cudaStream_t st, siz
           return e == cudaSuccess ? tc_dq_launch<T, 128, 32, 4, false, 3>(p, st) : e;
         }
         break;
+      case 8:
+      case 9:
+      case 10:
+        // Run 18: the FA2-layout fused kernel. 8: unordered dQ reductions, d = 128 with 64-query
+        // blocks, d = 64 with 128; 9: the same with d = 128: 32, d = 64: 64; 10-12: 8's tiles with
+        // the dQ adds in a fixed order (deterministic; the two passes where it does not apply), the
+        // turn's forms FA2_ORD_SC, FA2_ORD, FA2_ORD_WARP; 13: FA2_ROT (unordered, rotated order).
+        if (p.cu_q || p.cu_k || p.block_table) break;
+        if (variant == 8)
+          return p.d <= 64 ? tc_fa2_launch<T, 64, 128, FA2_FREE>(p, st, scratch_bytes)
+                           : tc_fa2_launch<T, 128, 64, FA2_FREE>(p, st, scratch_bytes);
+        if (variant == 9)
+          return p.d <= 64 ? tc_fa2_launch<T, 64, 64, FA2_FREE>(p, st, scratch_bytes)
+                           : tc_fa2_launch<T, 128, 32, FA2_FREE>(p, st, scratch_bytes);
+        e = p.d <= 64 ? tc_fa2_launch<T, 64, 128, FA2_ORD_SC>(p, st, scratch_bytes)
+                      : tc_fa2_launch<T, 128, 64, FA2_ORD_SC>(p, st, scratch_bytes);
+        if (e != cudaErrorNotSupported) return e;
+        break;
+      case 11:
+      case 12:
+      case 13:
+        if (p.cu_q || p.cu_k || p.block_table) break;
+        if (variant == 11)
+          e = p.d <= 64 ? tc_fa2_launch<T, 64, 128, FA2_ORD>(p, st, scratch_bytes)
+                        : tc_fa2_launch<T, 128, 64, FA2_ORD>(p, st, scratch_bytes);
+        else if (variant == 12)
+          e = p.d <= 64 ? tc_fa2_launch<T, 64, 128, FA2_ORD_WARP>(p, st, scratch_bytes)
+                        : tc_fa2_launch<T, 128, 64, FA2_ORD_WARP>(p, st, scratch_bytes);
+        else
+          e = p.d <= 64 ? tc_fa2_launch<T, 64, 128, FA2_ROT>(p, st, scratch_bytes)
+                        : tc_fa2_launch<T, 128, 64, FA2_ROT>(p, st, scratch_bytes);
+        if (e != cudaErrorNotSupported) return e;
+        break;
+      case 14: two_passes = true; break;
       default: break;
     }
   }
 #endif
+  if constexpr (!EXTRAS) {
+    if (!two_passes && fa2_default(p)) {
+      e = tc_fa2_launch<T, 128, 64, FA2_ORD_WARP>(p, st, scratch_bytes);
+      if (e != cudaErrorNotSupported) return e;
+    }
+  }
+  (void)two_passes;
   // dQ pass (run 14, the default since run 17): two m16 tiles per warp, 128 query rows per CTA; at
   // d = 64 with the deferred dQ product on a 3-stage ring, at d = 128 on 2 stages (its 3-stage form
   // spills). The EXTRAS kernel keeps one m-tile and 2 stages (already at 168 registers with its
