@@ -259,8 +259,69 @@ async function profileDecode(be: CudaBackend): Promise<void> {
   await be.dispose();
 }
 
+// --bwd-concurrent: the ordered FA2-layout backward (the default at d = 128 without mask) on two backends
+// at once, whose streams run their kernels side by side, three rounds, each under a timeout: its CTAs
+// wait on each other, so a launch that let two such grids share the SMs could hang (run 18 launched one
+// CTA per item; since the lead's review the grid is persistent and cooperative). The gradients must
+// be the same bits as one backend's alone.
+async function concurrentBackward(): Promise<void> {
+  const d = 128;
+  const s = 16384; // 128 key blocks per key head: nearly every SM's slot in one key head
+  const shape = [16384 / s, s, 2048 / d, d];
+  const bes = await Promise.all([createCudaBackend(), createCudaBackend()]);
+  const inputs = await Promise.all(
+    bes.map((be) =>
+      Promise.all(
+        [41, 42, 43, 44].map(
+          async (seed) => (await be.upload(randomTensor('bfloat16', shape, seed))) as DeviceTensor,
+        ),
+      ),
+    ),
+  );
+  const fwd = await Promise.all(
+    bes.map((be, i) => be.forward(inputs[i][0], inputs[i][1], inputs[i][2], { returnLse: true })),
+  );
+  const grads = async (i: number) => {
+    const [q, k, v, dout] = inputs[i];
+    const g = await bes[i].backward(dout, q, k, v, fwd[i].out, fwd[i].lse as DeviceTensor, {});
+    const host = await Promise.all([g.dq, g.dk, g.dv].map(async (t) => (await bes[i].download(t)).data));
+    for (const t of [g.dq, g.dk, g.dv]) bes[i].free(t);
+    return { host, kernel: bes[i].lastPlan?.kernel };
+  };
+  const alone = await grads(0);
+  const same = (a: ArrayBufferView, b: ArrayBufferView) =>
+    Buffer.compare(
+      Buffer.from(a.buffer, a.byteOffset, a.byteLength),
+      Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+    ) === 0;
+  for (let round = 0; round < 3; round++) {
+    const t0 = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('no answer in 20 s (hang?)')), 20000);
+    });
+    try {
+      const both = await Promise.race([Promise.all([grads(0), grads(1), grads(0), grads(1)]), timeout]);
+      const ok = both.every((r) => r.host.every((x, j) => same(x, alone.host[j])));
+      console.log(
+        `bwd-concurrent round ${round}: ${ok ? 'bit-identical to one backend alone' : 'DIFFERENT'} (${both.map((r) => r.kernel).join(', ')}; ${Date.now() - t0} ms)`,
+      );
+    } catch (e) {
+      console.log(`bwd-concurrent round ${round}: ${(e as Error).message}`);
+      process.exit(1);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  for (const [i, be] of bes.entries()) {
+    await be.dispose();
+    console.log(`bwd-concurrent: backend ${i} disposed`);
+  }
+}
+
 async function main(): Promise<void> {
   mkdirSync(outDir, { recursive: true });
+  if (process.argv.includes('--bwd-concurrent')) return concurrentBackward();
   const be: CudaBackend = await createCudaBackend();
   console.log(`device: ${JSON.stringify(be.device)}`);
   if (process.argv.includes('--profile')) return profile(be);

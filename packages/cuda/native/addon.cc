@@ -202,15 +202,19 @@ class Context : public Napi::ObjectWrap<Context> {
   explicit Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
     Napi::Env env = info.Env();
     device_ = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
+    // The finalizer runs when Node destroys the function: after the Release below, or at the
+    // environment's teardown, before or after this object's own finalizer (then nothing is left to
+    // release: releasing it again aborted a process that exited with two backends alive).
+    auto gone = tsfn_gone_;
     tsfn_ = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
-                                          "flashattn-cuda", 0, 1);
+                                          "flashattn-cuda", 0, 1, [gone](Napi::Env) { *gone = true; });
     tsfn_.Unref(env);
     worker_ = std::thread([this] { Loop(); });
   }
 
   ~Context() override {
     Stop();
-    tsfn_.Release();
+    if (!*tsfn_gone_) tsfn_.Release();
   }
 
   // Worker-side state, public for the task lambdas.
@@ -305,6 +309,7 @@ class Context : public Napi::ObjectWrap<Context> {
   bool stop_ = false;
   bool disposed_ = false;
   Napi::ThreadSafeFunction tsfn_;
+  std::shared_ptr<bool> tsfn_gone_ = std::make_shared<bool>(false);  // JavaScript thread only
   int pending_ = 0;  // JavaScript thread only
   std::atomic<uint32_t> next_id_{1};
 

@@ -1226,10 +1226,13 @@ template <int LD> FA_DEV void ld_at(uint32_t* a, const void* tile, int m0, int k
 // block's contributors is the order of their visits (step, then nb): on a dense or causal problem the
 // contributor before nb visited the block r = BN / BM steps earlier, so a turn is normally already
 // there when asked for (its load is issued at the step's start and checked only before the dS
-// barrier). A CTA can wait on one of its own (batch, key head) that the grid lists after it, so the
-// CTAs take their index from a ticket at start (run order): every (batch, key head) whose CTAs have
-// all started can finish, and one whose CTAs have not all started holds at most nkb <= SM-count slots
-// (the launcher checks), so the rest of it starts as the earlier ones finish: no deadlock.
+// barrier). An item (key block, key head, batch) can wait on one of its key head's that comes after it,
+// so the grid is persistent (one CTA per SM, all resident: a cooperative launch, since the lead's
+// review of run 18) and its CTAs take the items by ticket, in order: when every CTA waits, the tickets
+// taken run from the lowest unfinished item over at least the grid's size, so all nkb <= grid items of
+// the lowest unfinished key head are in flight, and the first of them in the dQ order can go on: no
+// deadlock. (Run 18 launched one CTA per item, ticketed at start; that holds only while no other
+// kernel that waits shares the GPU: two backends' streams or MPS could fill it with waiting CTAs.)
 // Run 18's second device run measured the turn's forms side by side (the mode, FA2_*):
 //  FA2_ORD_SC (variant 10): the release by __threadfence (fence.sc) and atomicAdd at the next step's
 //    first barrier, the acquire by a __threadfence after the observed count;
@@ -1280,19 +1283,28 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
 
   check_smem_alignment(smem_raw);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  // ROT: a persistent grid, every CTA resident at once (a cooperative launch), taking (key block, key
+  // head, batch) items by ticket, in order, until none are left (see above).
+  const int nkb = (p.seq_k + BN - 1) / BN;
+  const int items = ROT ? nkb * p.hk * p.batch : 1;
+  for (int item = 0;; item++) {
   int nb = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z;
   if constexpr (ROT) {
-    // The CTA's place in run order (see above); the ticket is the counter after the query blocks'.
+    // The item's place in run order; the ticket is the counter after the query blocks'.
+    __syncthreads();  // the previous item is done with shared memory and misc[0]
     if (tid == 0) misc[0] = (int)atomicAdd(dq_sem + (long long)p.batch * p.hq * ((p.seq_q + BM - 1) / BM), 1u);
     __syncthreads();
     const int ticket = misc[0];
-    nb = gridDim.x - 1 - ticket % gridDim.x;
-    hkv = ticket / gridDim.x % gridDim.y;
-    b = ticket / (gridDim.x * gridDim.y);
+    if (ticket >= items) return;
+    nb = nkb - 1 - ticket % nkb;
+    hkv = ticket / nkb % p.hk;
+    b = ticket / (nkb * p.hk);
+  } else if (item > 0) {
+    return;
   }
   const int sq = seqlen_q(p, b), sk = seqlen_k(p, b);
   const int n0 = nb * BN;
-  if (n0 >= sk) return;
+  if (n0 >= sk) continue;
   const int d = p.d, G = p.group;
   const int g = lane >> 2, tq = lane & 3;
   const T* kbase = static_cast<const T*>(p.k);
@@ -1659,13 +1671,15 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
         }
       }
     }
+  }  // items
 }
 
 // The FA2-layout backward: the float32 dQ scratch (rows x d x 4 bytes), the kernel, and (unordered)
 // the conversion to dQ; ORD: one counter per (batch, head, query block) and the ticket, zeroed, and
 // no conversion (the last contributor writes dQ). Dense or key-padded problems only (no varlen, no
 // paged K/V). Returns cudaErrorNotSupported where ORD's no-deadlock argument does not hold (more key
-// blocks per key head than SMs): the caller then runs the two passes.
+// blocks per key head than the persistent grid has CTAs, or no cooperative launch of it): the caller
+// then runs the two passes.
 template <typename T, int D, int BM, int MODE>
 cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_bytes) {
   constexpr bool ORD = MODE != FA2_FREE && MODE != FA2_ROT;
@@ -1673,12 +1687,24 @@ cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_
   constexpr int BN = 128;
   constexpr size_t smem = (size_t)(2 * BN * D + 4 * BM * D + 2 * BM * BN) * sizeof(T) + 4 * BM * sizeof(float) + 16;
   const unsigned nkb = (unsigned)((p.seq_k + BN - 1) / BN);
+  auto kern = tc_bwd_fa2_kernel<T, D, BM, MODE>;
+  cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  // ROT: the persistent grid, as many CTAs as can be resident (one per SM), launched cooperatively so
+  // that all of them are: a key head's nkb items wait on each other, and the lowest unfinished key
+  // head's items are all taken once the CTAs are busy if nkb <= the grid. Under a co-scheduled kernel
+  // that also waits (another backend's stream, MPS) a plain launch could leave every resident CTA
+  // waiting on an item no CTA has taken; a cooperative grid is resident whole.
+  unsigned persistent = 0;
   if constexpr (ROT) {
-    int dev = 0, sms = 0;
-    cudaError_t e = cudaGetDevice(&dev);
+    int dev = 0, sms = 0, coop = 0, per_sm = 0;
+    e = cudaGetDevice(&dev);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev);
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 256, smem);
     if (e != cudaSuccess) return e;
-    if ((int)nkb > sms) return cudaErrorNotSupported;
+    persistent = (unsigned)std::min<long long>((long long)sms * per_sm, (long long)nkb * p.hk * p.batch);
+    if (!coop || per_sm < 1 || nkb > (long long)sms * per_sm) return cudaErrorNotSupported;
   }
   Scratch scratch(st);
   const long long rows = (long long)p.batch * p.hq * p.seq_q;
@@ -1689,7 +1715,6 @@ cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_
   unsigned* sem = static_cast<unsigned*>(scratch.alloc(sem_bytes));
   if (!acc || !sem) return scratch.err;
   *scratch_bytes += acc_bytes + sem_bytes;
-  cudaError_t e;
   if constexpr (ORD) {
     e = cudaMemsetAsync(sem, 0, sem_bytes, st);
     // Rows that see no key at all get dQ = 0 from no key block; only these shapes can have them.
@@ -1701,13 +1726,19 @@ cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_
     if (e == cudaSuccess && ROT) e = cudaMemsetAsync(sem, 0, sem_bytes, st);
   }
   if (e != cudaSuccess) return e;
-  auto kern = tc_bwd_fa2_kernel<T, D, BM, MODE>;
-  e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (e != cudaSuccess) return e;
   dim3 grid(nkb, (unsigned)p.hk, (unsigned)p.batch);
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || rows == 0) return cudaSuccess;
-  kern<<<grid, 256, smem, st>>>(p, acc, sem);
-  e = cudaGetLastError();
+  if constexpr (ROT) {
+    void* args[] = {const_cast<AttnParams*>(&p), &acc, &sem};
+    e = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kern), dim3(persistent), dim3(256), args, smem, st);
+    if (e == cudaErrorCooperativeLaunchTooLarge) {  // fewer SMs than the device has (MPS): two passes
+      cudaGetLastError();
+      return cudaErrorNotSupported;
+    }
+  } else {
+    kern<<<grid, 256, smem, st>>>(p, acc, sem);
+    e = cudaGetLastError();
+  }
   if (e != cudaSuccess || ORD) return e;
   tc_dq_convert_kernel<T><<<264, 256, 0, st>>>(p, acc);
   return cudaGetLastError();
