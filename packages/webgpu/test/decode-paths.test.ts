@@ -2,29 +2,10 @@
  * The split-KV decode kernel's variants against core's float64 reference: subgroup shuffles and the
  * workgroup-memory path, vec4 and scalar (unaligned) loads, several key splits, GQA row blocks.
  */
-import { type AttentionOptions, fromFloat32, type HostTensor, referenceForward64 } from '@flashattn/core';
+import { type AttentionOptions, referenceForward64 } from '@flashattn/core';
 import { afterAll, describe, expect, test } from 'vitest';
 import { createWebGPUBackend, type WebGPUBackend } from '../src/index.js';
-
-function tensor(shape: number[], seed: number): HostTensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s ^ (s >>> 15), 2246822519) + 3266489917 + i) >>> 0;
-    a[i] = (s / 2 ** 32 - 0.5) * 2;
-  }
-  return fromFloat32(a, 'float32', shape);
-}
-
-function maxErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let e = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (Number.isNaN(a[i]) !== Number.isNaN(b[i])) return Number.POSITIVE_INFINITY;
-    if (a[i] !== b[i]) e = Math.max(e, Math.abs(a[i] - b[i]));
-  }
-  return e;
-}
+import { maxErr, seededTensor } from './helpers.js';
 
 const backends: WebGPUBackend[] = [];
 afterAll(async () => {
@@ -61,9 +42,9 @@ describe('decode variants', () => {
       const be = await createWebGPUBackend({ subgroups, headDimBuckets: [64], decode: { workgroups: 64 } });
       backends.push(be);
       for (const c of shapes) {
-        const q = tensor([c.b, c.sq, c.hq, c.d], 1);
-        const k = tensor([c.b, c.sk, c.hk, c.d], 2);
-        const v = tensor([c.b, c.sk, c.hk, c.d], 3);
+        const q = seededTensor([c.b, c.sq, c.hq, c.d], 1);
+        const k = seededTensor([c.b, c.sk, c.hk, c.d], 2);
+        const v = seededTensor([c.b, c.sk, c.hk, c.d], 3);
         const r = await be.forward(q, k, v, { ...c.opts, returnLse: true });
         const ref = referenceForward64(q, k, v, c.opts);
         expect(maxErr(r.out.data as Float32Array, ref.out), c.name).toBeLessThan(2e-5);

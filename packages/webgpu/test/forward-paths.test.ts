@@ -6,29 +6,10 @@
  * grid in Q-block-major and in reversed block order.
  */
 import { conformanceCases, runCase } from '@flashattn/conformance/cases';
-import { type AttentionOptions, fromFloat32, type HostTensor, referenceForward64 } from '@flashattn/core';
+import { type AttentionOptions, referenceForward64 } from '@flashattn/core';
 import { afterAll, describe, expect, test } from 'vitest';
 import { createWebGPUBackend, type ForwardTuning, type WebGPUBackend } from '../src/index.js';
-
-function tensor(shape: number[], seed: number): HostTensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s ^ (s >>> 15), 2246822519) + 3266489917 + i) >>> 0;
-    a[i] = (s / 2 ** 32 - 0.5) * 2;
-  }
-  return fromFloat32(a, 'float32', shape);
-}
-
-function maxErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let e = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (Number.isNaN(a[i]) !== Number.isNaN(b[i])) return Number.POSITIVE_INFINITY;
-    if (a[i] !== b[i]) e = Math.max(e, Math.abs(a[i] - b[i]));
-  }
-  return e;
-}
+import { maxErr, seededTensor } from './helpers.js';
 
 const backends: WebGPUBackend[] = [];
 afterAll(async () => {
@@ -63,9 +44,9 @@ describe('forward tunings', () => {
       const be = await createWebGPUBackend({ headDimBuckets: [64], forward: t });
       backends.push(be);
       for (const c of shapes) {
-        const q = tensor([c.b, c.sq, c.h, 64], 1);
-        const k = tensor([c.b, c.sk, c.h, 64], 2);
-        const v = tensor([c.b, c.sk, c.h, 64], 3);
+        const q = seededTensor([c.b, c.sq, c.h, 64], 1);
+        const k = seededTensor([c.b, c.sk, c.h, 64], 2);
+        const v = seededTensor([c.b, c.sk, c.h, 64], 3);
         const r = await be.forward(q, k, v, { ...c.opts, returnLse: true });
         const ref = referenceForward64(q, k, v, c.opts);
         expect(maxErr(r.out.data as Float32Array, ref.out), c.name).toBeLessThan(2e-5);
