@@ -71,6 +71,25 @@ FA_DEV void red_add2(float* ptr, float x, float y) {
 // row of the block sees nothing. The dK/dV loop and the dQ order both use exactly this test.
 template <int BN> FA_DEV bool block_pair_live(int lo_f, int hi_l, int n0) { return hi_l > lo_f && n0 < hi_l && n0 + BN > lo_f; }
 
+// Query blocks of BM rows whose rows see some key of the block at n0: a contiguous range [mb_lo, mb_hi)
+// (lo and hi are monotone in the row), empty when mb_lo >= mb_hi.
+template <int BM, int BN>
+FA_DEV void live_query_blocks(const AttnParams& p, int sq, int sk, int n0, int& mb_lo, int& mb_hi) {
+  const int nmb_all = (sq + BM - 1) / BM;
+  mb_lo = nmb_all;
+  mb_hi = 0;
+  for (int mb = 0; mb < nmb_all; mb++) {
+    const int m0 = mb * BM, last = min(m0 + BM, sq) - 1;
+    int lo_f, hi_f, lo_l, hi_l;
+    key_range(p, m0, sq, sk, lo_f, hi_f);
+    key_range(p, last, sq, sk, lo_l, hi_l);
+    if (block_pair_live<BN>(lo_f, hi_l, n0)) {
+      mb_lo = min(mb_lo, mb);
+      mb_hi = mb + 1;
+    }
+  }
+}
+
 // STAGES = 2: the next query block's Q, dO, lse and D load while this one is computed.
 // DQ != DQ_NONE: dq_acc is float32 [lse rows][d] scratch, dq_sem one counter per (batch, head, query
 // block), zeroed before the launch (DQ_ORDERED).
@@ -127,19 +146,8 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
   jr[0] = n0 + warp * 16 + g;
   jr[1] = jr[0] + 8;
 
-  // Query blocks whose rows see some key of this block: a contiguous range (lo and hi are monotone).
-  const int nmb_all = (sq + BM - 1) / BM;
-  int mb_lo = nmb_all, mb_hi = 0;
-  for (int mb = 0; mb < nmb_all; mb++) {
-    const int m0 = mb * BM, last = min(m0 + BM, sq) - 1;
-    int lo_f, hi_f, lo_l, hi_l;
-    key_range(p, m0, sq, sk, lo_f, hi_f);
-    key_range(p, last, sq, sk, lo_l, hi_l);
-    if (block_pair_live<BN>(lo_f, hi_l, n0)) {
-      mb_lo = min(mb_lo, mb);
-      mb_hi = mb + 1;
-    }
-  }
+  int mb_lo, mb_hi;
+  live_query_blocks<BM, BN>(p, sq, sk, n0, mb_lo, mb_hi);
   const int nmb = mb_hi > mb_lo ? mb_hi - mb_lo : 0;
   const int iters = G * nmb;
   // Step `it` is query block mb_hi - 1 - it / G of head hkv * G + it % G: the last query block first,
@@ -601,18 +609,8 @@ __global__ void __launch_bounds__(NP * 64) tc_bwd_dkdv_pair_kernel(AttnParams p)
       for (int e = 0; e < 4; e++) dk[mt][dt][e] = dv[mt][dt][e] = 0.f;
   const float scale_log2 = p.scale * LOG2E;
 
-  const int nmb_all = (sq + BM - 1) / BM;
-  int mb_lo = nmb_all, mb_hi = 0;
-  for (int mb = 0; mb < nmb_all; mb++) {
-    const int m0 = mb * BM, last = min(m0 + BM, sq) - 1;
-    int lo_f, hi_f, lo_l, hi_l;
-    key_range(p, m0, sq, sk, lo_f, hi_f);
-    key_range(p, last, sq, sk, lo_l, hi_l);
-    if (block_pair_live<BN>(lo_f, hi_l, n0)) {
-      mb_lo = min(mb_lo, mb);
-      mb_hi = mb + 1;
-    }
-  }
+  int mb_lo, mb_hi;
+  live_query_blocks<BM, BN>(p, sq, sk, n0, mb_lo, mb_hi);
   const int nmb = mb_hi > mb_lo ? mb_hi - mb_lo : 0;
   const int iters = G * nmb;
   auto step_mb = [&](int it) { return mb_hi - 1 - it / G; };
@@ -1330,17 +1328,8 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
   const float scale_log2 = p.scale * LOG2E;
 
   const int nmb_all = (sq + BM - 1) / BM;
-  int mb_lo = nmb_all, mb_hi = 0;
-  for (int mb = 0; mb < nmb_all; mb++) {
-    const int m0 = mb * BM, last = min(m0 + BM, sq) - 1;
-    int lo_f, hi_f, lo_l, hi_l;
-    key_range(p, m0, sq, sk, lo_f, hi_f);
-    key_range(p, last, sq, sk, lo_l, hi_l);
-    if (block_pair_live<BN>(lo_f, hi_l, n0)) {
-      mb_lo = min(mb_lo, mb);
-      mb_hi = mb + 1;
-    }
-  }
+  int mb_lo, mb_hi;
+  live_query_blocks<BM, BN>(p, sq, sk, n0, mb_lo, mb_hi);
   const int nmb = mb_hi > mb_lo ? mb_hi - mb_lo : 0;
   const int iters = G * nmb;
   // ORD: query block c(nb) first (or the first live one after it), then round the live range.
