@@ -71,6 +71,28 @@ FA_DEV void red_add2(float* ptr, float x, float y) {
 // row of the block sees nothing. The dK/dV loop and the dQ order both use exactly this test.
 template <int BN> FA_DEV bool block_pair_live(int lo_f, int hi_l, int n0) { return hi_l > lo_f && n0 < hi_l && n0 + BN > lo_f; }
 
+// One m16 tile of dK (times scale) and dV from the accumulators (rows j and j + 8 of lane group g, n8
+// tiles dt0 ... of d), in the output dtype; rows past sk and columns past d are not written.
+template <typename T, int NT>
+FA_DEV void store_dkdv_tile(const AttnParams& p, const float (&dk)[NT][4], const float (&dv)[NT][4], int b, int hkv,
+                            int j, int sk, int dt0, int tq) {
+  T* dkb = static_cast<T*>(p.dk);
+  T* dvb = static_cast<T*>(p.dv);
+#pragma unroll
+  for (int hf = 0; hf < 2; hf++) {
+    if (j + 8 * hf >= sk) continue;
+    const long long o = kv_off(p, b, j + 8 * hf, hkv);
+#pragma unroll
+    for (int dt = 0; dt < NT; dt++) {
+      const int c = (dt0 + dt) * 8 + tq * 2;
+      if (c < p.d) {
+        *reinterpret_cast<uint32_t*>(dkb + o + c) = pack2<T>(dk[dt][2 * hf] * p.scale, dk[dt][2 * hf + 1] * p.scale);
+        *reinterpret_cast<uint32_t*>(dvb + o + c) = pack2<T>(dv[dt][2 * hf], dv[dt][2 * hf + 1]);
+      }
+    }
+  }
+}
+
 // Query blocks of BM rows whose rows see some key of the block at n0: a contiguous range [mb_lo, mb_hi)
 // (lo and hi are monotone in the row), empty when mb_lo >= mb_hi.
 template <int BM, int BN>
@@ -491,23 +513,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
     }
   }
   cp_async_wait<0>();
-  // Store dK (times scale) and dV.
-  T* dkb = static_cast<T*>(p.dk);
-  T* dvb = static_cast<T*>(p.dv);
-#pragma unroll
-  for (int hf = 0; hf < 2; hf++) {
-    const int j = jr[hf];
-    if (j >= sk) continue;
-    const long long o = kv_off(p, b, j, hkv);
-#pragma unroll
-    for (int dt = 0; dt < ND; dt++) {
-      const int c = dt * 8 + tq * 2;
-      if (c < d) {
-        *reinterpret_cast<uint32_t*>(dkb + o + c) = pack2<T>(dk[dt][2 * hf] * p.scale, dk[dt][2 * hf + 1] * p.scale);
-        *reinterpret_cast<uint32_t*>(dvb + o + c) = pack2<T>(dv[dt][2 * hf], dv[dt][2 * hf + 1]);
-      }
-    }
-  }
+  store_dkdv_tile<T, ND>(p, dk, dv, b, hkv, jr[0], sk, 0, tq);
 }
 
 FA_DEV void bar_sync_n(int id, int n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
@@ -763,25 +769,8 @@ __global__ void __launch_bounds__(NP * 64) tc_bwd_dkdv_pair_kernel(AttnParams p)
       }
   }
   cp_async_wait<0>();
-  T* dkb = static_cast<T*>(p.dk);
-  T* dvb = static_cast<T*>(p.dv);
 #pragma unroll
-  for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-      const int j = n0 + kr0 + mt * 16 + g + 8 * hf;
-      if (j >= sk) continue;
-      const long long o = kv_off(p, b, j, hkv);
-#pragma unroll
-      for (int dt = 0; dt < NDH; dt++) {
-        const int c = (dh0 + dt) * 8 + tq * 2;
-        if (c < d) {
-          *reinterpret_cast<uint32_t*>(dkb + o + c) =
-              pack2<T>(dk[mt][dt][2 * hf] * p.scale, dk[mt][dt][2 * hf + 1] * p.scale);
-          *reinterpret_cast<uint32_t*>(dvb + o + c) = pack2<T>(dv[mt][dt][2 * hf], dv[mt][dt][2 * hf + 1]);
-        }
-      }
-    }
+  for (int mt = 0; mt < 2; mt++) store_dkdv_tile<T, NDH>(p, dk[mt], dv[mt], b, hkv, n0 + kr0 + mt * 16 + g, sk, dh0, tq);
 }
 
 template <typename T, int D, int BM, int NP> cudaError_t tc_dkdv_pair_launch(const AttnParams& p, cudaStream_t st) {
@@ -1641,25 +1630,8 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
     publish();
   }
   cp_async_wait<0>();
-  T* dkb = static_cast<T*>(p.dk);
-  T* dvb = static_cast<T*>(p.dv);
 #pragma unroll
-  for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-      const int j = n0 + kw + mt * 16 + g + 8 * hf;
-      if (j >= sk) continue;
-      const long long o = kv_off(p, b, j, hkv);
-#pragma unroll
-      for (int dt = 0; dt < NDK; dt++) {
-        const int c = (dw + dt) * 8 + tq * 2;
-        if (c < d) {
-          *reinterpret_cast<uint32_t*>(dkb + o + c) =
-              pack2<T>(dk[mt][dt][2 * hf] * p.scale, dk[mt][dt][2 * hf + 1] * p.scale);
-          *reinterpret_cast<uint32_t*>(dvb + o + c) = pack2<T>(dv[mt][dt][2 * hf], dv[mt][dt][2 * hf + 1]);
-        }
-      }
-    }
+  for (int mt = 0; mt < 2; mt++) store_dkdv_tile<T, NDK>(p, dk[mt], dv[mt], b, hkv, n0 + kw + mt * 16 + g, sk, dw, tq);
   }  // items
 }
 
