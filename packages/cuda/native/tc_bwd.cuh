@@ -71,6 +71,21 @@ FA_DEV void red_add2(float* ptr, float x, float y) {
 // row of the block sees nothing. The dK/dV loop and the dQ order both use exactly this test.
 template <int BN> FA_DEV bool block_pair_live(int lo_f, int hi_l, int n0) { return hi_l > lo_f && n0 < hi_l && n0 + BN > lo_f; }
 
+// A dK/dV CTA's key block: BN rows of K and of V from key n0 (rows past sk zero-filled), by the paged
+// row lookup or, for contiguous K/V, a strided copy (one add per chunk).
+template <typename T, int D, int NT, int BN>
+FA_DEV void load_kv_block(const AttnParams& p, T* Ks, T* Vs, int b, int hkv, int n0, int sk) {
+  const T* kbase = static_cast<const T*>(p.k);
+  const T* vbase = static_cast<const T*>(p.v);
+  if (p.block_table) {
+    tc_load_tile<T, D, NT>(Ks, BN, sk - n0, p.d, [&](int r) { return kbase + kv_off(p, b, n0 + r, hkv); }, kbase);
+    tc_load_tile<T, D, NT>(Vs, BN, sk - n0, p.d, [&](int r) { return vbase + kv_off(p, b, n0 + r, hkv); }, vbase);
+  } else {
+    tc_load_tile_strided<T, D, NT, BN>(Ks, sk - n0, p.d, kbase + kv_off(p, b, n0, hkv), p.kv_ss);
+    tc_load_tile_strided<T, D, NT, BN>(Vs, sk - n0, p.d, vbase + kv_off(p, b, n0, hkv), p.kv_ss);
+  }
+}
+
 // One m16 tile of dK (times scale) and dV from the accumulators (rows j and j + 8 of lane group g, n8
 // tiles dt0 ... of d), in the output dtype; rows past sk and columns past d are not written.
 template <typename T, int NT>
@@ -145,17 +160,9 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
   const int off = sk - sq, d = p.d, G = p.group;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tq = lane & 3;
-  const T* kbase = static_cast<const T*>(p.k);
-  const T* vbase = static_cast<const T*>(p.v);
   const T* qbase = static_cast<const T*>(p.q);
   const T* obase = static_cast<const T*>(p.dout);
-  if (p.block_table) {
-    tc_load_tile<T, D, NT>(Ks, BN, sk - n0, d, [&](int r) { return kbase + kv_off(p, b, n0 + r, hkv); }, kbase);
-    tc_load_tile<T, D, NT>(Vs, BN, sk - n0, d, [&](int r) { return vbase + kv_off(p, b, n0 + r, hkv); }, vbase);
-  } else {
-    tc_load_tile_strided<T, D, NT, BN>(Ks, sk - n0, d, kbase + kv_off(p, b, n0, hkv), p.kv_ss);
-    tc_load_tile_strided<T, D, NT, BN>(Vs, sk - n0, d, vbase + kv_off(p, b, n0, hkv), p.kv_ss);
-  }
+  load_kv_block<T, D, NT, BN>(p, Ks, Vs, b, hkv, n0, sk);
   cp_async_commit();
 
   float dk[ND][4], dv[ND][4];
@@ -593,17 +600,9 @@ __global__ void __launch_bounds__(NP * 64) tc_bwd_dkdv_pair_kernel(AttnParams p)
   T* pbuf = pbuf0 + pr * 32 * PLD;
   T* dsbuf = dsbuf0 + pr * 32 * PLD;
   const int bar_x = 1 + 2 * pr, bar_p = 2 + 2 * pr;  // 0 is __syncthreads'
-  const T* kbase = static_cast<const T*>(p.k);
-  const T* vbase = static_cast<const T*>(p.v);
   const T* qbase = static_cast<const T*>(p.q);
   const T* obase = static_cast<const T*>(p.dout);
-  if (p.block_table) {
-    tc_load_tile<T, D, NT>(Ks, BN, sk - n0, d, [&](int r) { return kbase + kv_off(p, b, n0 + r, hkv); }, kbase);
-    tc_load_tile<T, D, NT>(Vs, BN, sk - n0, d, [&](int r) { return vbase + kv_off(p, b, n0 + r, hkv); }, vbase);
-  } else {
-    tc_load_tile_strided<T, D, NT, BN>(Ks, sk - n0, d, kbase + kv_off(p, b, n0, hkv), p.kv_ss);
-    tc_load_tile_strided<T, D, NT, BN>(Vs, sk - n0, d, vbase + kv_off(p, b, n0, hkv), p.kv_ss);
-  }
+  load_kv_block<T, D, NT, BN>(p, Ks, Vs, b, hkv, n0, sk);
   cp_async_commit();
 
   float dk[2][NDH][4], dv[2][NDH][4];
