@@ -319,6 +319,58 @@ async function concurrentBackward(): Promise<void> {
   }
 }
 
+// Run 20's fixed-point dQ (backward variant 15) on inputs that test its range: a NaN in K (a
+// contribution out of range, so the dQ pass recomputes dQ: bit-identical to the two passes, variant 14),
+// and K, V, dO scaled by powers of two (2^-20 .. 2^20: the bound moves with them; held against the two
+// passes). bfloat16, d = 128, s = 1024, b = 2, hq = 4.
+async function fixChecks(be: CudaBackend): Promise<void> {
+  const shape = [2, 1024, 4, 128];
+  const scaled = (seed: number, k: number, nanAt = -1): HostTensor => {
+    const t = randomTensor('bfloat16', shape, seed);
+    const bits = t.data as Uint16Array;
+    for (let i = 0; i < bits.length; i++) if ((bits[i] >> 7) & 0xff) bits[i] += k << 7;
+    if (nanAt >= 0) bits[nanAt] = 0x7fc0;
+    return t;
+  };
+  const cases: [string, number, number, number, number][] = [
+    ['NaN in k', 0, 0, 0, 1024 * 4 * 128 + 100 * 4 * 128 + 5],
+    ['k, v x 2^20', 20, 20, 0, -1],
+    ['k, v x 2^-20', -20, -20, 0, -1],
+    ['dO x 2^-20', 0, 0, -20, -1],
+    ['dO x 2^20, v x 2^-20', 0, -20, 20, -1],
+  ];
+  for (const [name, kk, kv, kdo, nanAt] of cases) {
+    for (const causal of [false, true]) {
+      const q = (await be.upload(scaled(51, 0))) as DeviceTensor;
+      const k = (await be.upload(scaled(52, kk, nanAt))) as DeviceTensor;
+      const v = (await be.upload(scaled(53, kv))) as DeviceTensor;
+      const dO = (await be.upload(scaled(54, kdo))) as DeviceTensor;
+      const r = await be.forward(q, k, v, { causal, returnLse: true });
+      const grads: Float32Array[][] = [];
+      const dqBits: Uint16Array[] = [];
+      for (const variant of [14, 15, 15]) {
+        be.configure({ variant });
+        const g = await be.backward(dO, q, k, v, r.out, r.lse as DeviceTensor, { causal });
+        const host = await Promise.all([g.dq, g.dk, g.dv].map((t) => be.download(t)));
+        for (const t of [g.dq, g.dk, g.dv]) be.free(t);
+        dqBits.push(host[0].data as Uint16Array);
+        grads.push(host.map((h) => bitsToF32('bfloat16', h.data as Uint16Array)));
+      }
+      be.configure({ variant: 0 });
+      const same = (a: Uint16Array, b: Uint16Array) => a.every((x, i) => x === b[i]);
+      const nans = (a: Float32Array) => a.reduce((n, x) => n + (Number.isNaN(x) ? 1 : 0), 0);
+      const line =
+        nanAt >= 0
+          ? `dq bit-identical to v14: ${same(dqBits[1], dqBits[0])}; NaN in dq ${nans(grads[1][0])} (v14 ${nans(grads[0][0])})`
+          : `v15 vs v14 dq ${relErr(grads[1][0], grads[0][0]).toExponential(2)}, dk ${relErr(grads[1][1], grads[0][1]).toExponential(2)}, dv ${relErr(grads[1][2], grads[0][2]).toExponential(2)}`;
+      console.log(
+        `fix-check ${name} ${causal ? 'causal' : 'full'}: ${line}; v15 twice ${same(dqBits[1], dqBits[2]) ? 'bit-identical' : 'DIFFERENT'}`,
+      );
+      for (const t of [q, k, v, dO, r.out, r.lse as DeviceTensor]) be.free(t);
+    }
+  }
+}
+
 async function main(): Promise<void> {
   mkdirSync(outDir, { recursive: true });
   if (process.argv.includes('--bwd-concurrent')) return concurrentBackward();
@@ -327,6 +379,7 @@ async function main(): Promise<void> {
   if (process.argv.includes('--profile')) return profile(be);
   if (process.argv.includes('--profile-bwd')) return profileBackward(be);
   if (process.argv.includes('--profile-decode')) return profileDecode(be);
+  if (bwdVariants.includes(15)) await fixChecks(be);
 
   // Copy bandwidth (bytes read + bytes written per second).
   const copyBytes = 2 ** 30;

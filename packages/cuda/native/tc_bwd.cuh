@@ -812,6 +812,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
   T* Vs0 = Ks0 + NS * BN * D;
 
   check_smem_alignment(smem_raw);
+  if (p.run_if && *p.run_if == 0) return;  // FA2_FIX's recompute, not needed
   const int mb = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, b = blockIdx.z, hkv = h / p.group;
   const int sq = seqlen_q(p, b), sk = seqlen_k(p, b);
@@ -1235,7 +1236,97 @@ template <int LD> FA_DEV void ld_at(uint32_t* a, const void* tile, int m0, int k
 // first), the step order and the rank are kept without integer division, and the reductions'
 // branch on the CTA's role is taken once per step (run 18b: ~2700 instructions more per CTA-step
 // than the unordered kernel).
-enum Fa2Mode : int { FA2_FREE = 0, FA2_ORD_SC = 1, FA2_ORD = 2, FA2_ORD_WARP = 3, FA2_ROT = 4 };
+//  FA2_FIX (run 20; variant 15): no order and no waiting, yet deterministic: every contribution is
+//    scaled by a power of two and added as a 64-bit integer (integer sums do not depend on their
+//    order). The scale comes from a bound on the row's dQ, max |K| (|dO_i| max_j |V_j| + |D_i|)
+//    (|dS_ij| = P_ij |dP_ij - D_i| and sum_j P_ij = 1; fix_multiplier below), and each contribution is
+//    checked against 2^(61 - L) with 2^L >= the key blocks, so the sum cannot overflow whatever the
+//    inputs; a contribution outside (NaN, Inf, an lse that does not belong to the inputs) sets a flag
+//    and the dQ pass kernel then recomputes dQ, so the bound decides only the speed, never the answer.
+//    Resolution: 2^-(60 - L) of the bound, far below float32's rounding of the contributions.
+enum Fa2Mode : int { FA2_FREE = 0, FA2_ORD_SC = 1, FA2_ORD = 2, FA2_ORD_WARP = 3, FA2_ROT = 4, FA2_FIX = 5 };
+
+// The power of two that scales row i's dQ contributions (FA2_FIX): the bound times it below 2^(60 - L).
+FA_DEV float fix_multiplier(float dnorm, float dsum, float kmax, float vmax, int lbits) {
+  const float bound = kmax * fmaf(dnorm, vmax, fabsf(dsum));
+  int e = 0;
+  frexpf(bound, &e);  // bound < 2^e
+  return ldexpf(1.f, max(-120, min(120, 60 - lbits - e)));
+}
+FA_DEV int fix_lbits(int seq_k) {  // 2^L >= the key blocks of 128 (the most contributions a row gets)
+  const int nkb = (seq_k + 127) / 128;
+  return nkb <= 1 ? 0 : 32 - __clz(nkb - 1);
+}
+FA_DEV void red_add_s64(unsigned long long* ptr, long long v) {
+  asm volatile("red.global.add.u64 [%0], %1;" ::"l"(ptr), "l"(v) : "memory");
+}
+
+// max |K| and max_j |V_j| over the keys the sequences reach (FA2_FIX's bound), as float bits in
+// fix_state[0..1] (zeroed before: non-negative floats order as their bits). A group of d / 8 lanes
+// per key row, 16 bytes each. NaN is left out here (fmaxf); a NaN input shows in the contributions.
+template <typename T> __global__ void __launch_bounds__(256) tc_kv_bound_kernel(AttnParams p) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int W = p.d / 8, rows_per_warp = 32 / W;
+  const int sub = lane / W, c = (lane % W) * 8;
+  const long long rows = (long long)p.batch * p.hk * p.seq_k;
+  const long long nwarps = (long long)gridDim.x * 8;
+  float kmax = 0.f, vmax = 0.f;
+  for (long long r0 = ((long long)blockIdx.x * 8 + warp) * rows_per_warp; r0 < rows; r0 += nwarps * rows_per_warp) {
+    const long long r = r0 + sub;
+    float vs = 0.f;
+    if (sub < rows_per_warp && r < rows) {
+      const int j = (int)(r % p.seq_k), hkv = (int)(r / p.seq_k % p.hk), b = (int)(r / ((long long)p.seq_k * p.hk));
+      if (j < seqlen_k(p, b)) {
+        const long long o = kv_off(p, b, j, hkv) + c;
+        const uint4 kr = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.k) + o);
+        const uint4 vr = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.v) + o);
+        const T* ke = reinterpret_cast<const T*>(&kr);
+        const T* ve = reinterpret_cast<const T*>(&vr);
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+          kmax = fmaxf(kmax, fabsf(to_f(ke[u])));
+          vs = fmaf(to_f(ve[u]), to_f(ve[u]), vs);
+        }
+      }
+    }
+    for (int o = 1; o < W; o <<= 1) vs += __shfl_xor_sync(0xffffffffu, vs, o);
+    vmax = fmaxf(vmax, sqrtf(vs));
+  }
+  kmax = warp_max(kmax);
+  vmax = warp_max(vmax);
+  __shared__ float red[2][8];
+  if (lane == 0) {
+    red[0][warp] = kmax;
+    red[1][warp] = vmax;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < 8; w++) {
+      kmax = fmaxf(kmax, red[0][w]);
+      vmax = fmaxf(vmax, red[1][w]);
+    }
+    atomicMax(p.fix_state, __float_as_uint(kmax));
+    atomicMax(p.fix_state + 1, __float_as_uint(vmax));
+  }
+}
+
+// dQ = scale * acc / f_i in the output dtype (FA2_FIX; no varlen).
+template <typename T> __global__ void __launch_bounds__(256) tc_dq_fix_convert_kernel(AttnParams p, const long long* acc) {
+  const long long n = (long long)p.batch * p.hq * p.seq_q * (p.d / 2);
+  const float kmax = __uint_as_float(p.fix_state[0]), vmax = __uint_as_float(p.fix_state[1]);
+  const int lbits = fix_lbits(p.seq_k);
+  T* dqb = static_cast<T*>(p.dq);
+  for (long long t = blockIdx.x * 256LL + threadIdx.x; t < n; t += (long long)gridDim.x * 256) {
+    const long long row = t / (p.d / 2);
+    const int c = (int)(t % (p.d / 2)) * 2;
+    const int i = (int)(row % p.seq_q);
+    const int bh = (int)(row / p.seq_q);
+    const float m = p.scale / fix_multiplier(p.dnorm[row], p.dsum[row], kmax, vmax, lbits);
+    const longlong2 v = *reinterpret_cast<const longlong2*>(acc + row * p.d + c);
+    *reinterpret_cast<uint32_t*>(dqb + q_off(p, bh / p.hq, i, bh % p.hq) + c) =
+        pack2<T>(__ll2float_rn(v.x) * m, __ll2float_rn(v.y) * m);
+  }
+}
 
 FA_DEV unsigned ld_relaxed_gpu(const unsigned* ptr) {
   unsigned v;
@@ -1246,7 +1337,8 @@ FA_DEV void fence_acq_rel_gpu() { asm volatile("fence.acq_rel.gpu;" ::: "memory"
 
 template <typename T, int D, int BM, int MODE = FA2_FREE>
 __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float* dq_acc, unsigned* dq_sem) {
-  constexpr bool ROT = MODE != FA2_FREE;                    // rotated order, ticketed CTAs
+  constexpr bool FIX = MODE == FA2_FIX;                     // 64-bit fixed-point dQ
+  constexpr bool ROT = MODE != FA2_FREE && !FIX;            // rotated order, ticketed CTAs
   constexpr bool ORD = ROT && MODE != FA2_ROT;              // the turns
   constexpr bool WARPW = MODE == FA2_ORD_WARP;  // per-warp turn
   constexpr int NT = 256, BN = 128;
@@ -1263,9 +1355,10 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
   T* dSs = Ps + BM * BN;       // [BM][BN]
   float* lse_s0 = reinterpret_cast<float*>(dSs + BM * BN);  // [2][BM] raw lse
   float* dsum_s0 = lse_s0 + 2 * BM;                         // [2][BM]
+  float* dnorm_s0 = dsum_s0 + 2 * BM;                       // FIX: [2][BM] |dO_i|
   // ORD: the ticket and the turn (rank, count) passed from thread 0. Not static __shared__: that would
   // move the dynamic window off the 1 KB alignment FragAddr needs.
-  int* misc = reinterpret_cast<int*>(dsum_s0 + 2 * BM);
+  int* misc = reinterpret_cast<int*>(dnorm_s0 + (FIX ? 2 * BM : 0));
 
   check_smem_alignment(smem_raw);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -1314,6 +1407,15 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
 #pragma unroll
       for (int e = 0; e < 4; e++) dk[mt][dt][e] = dv[mt][dt][e] = 0.f;
   const float scale_log2 = p.scale * LOG2E;
+  // FIX: the bound's key-side factors and the range of one contribution, 2^(61 - L).
+  float fix_kmax = 0.f, fix_vmax = 0.f, fix_lim = 0.f;
+  int fix_l = 0;
+  if constexpr (FIX) {
+    fix_kmax = __uint_as_float(p.fix_state[0]);
+    fix_vmax = __uint_as_float(p.fix_state[1]);
+    fix_l = fix_lbits(p.seq_k);
+    fix_lim = ldexpf(1.f, 61 - fix_l);
+  }
 
   const int nmb_all = (sq + BM - 1) / BM;
   int mb_lo, mb_hi;
@@ -1348,6 +1450,7 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
       const long long li = ok ? lse_idx(p, b, h, i) : 0;
       cp_async4(lse_s0 + stage * BM + r, p.lse_in + li, ok ? 4 : 0);
       cp_async4(dsum_s0 + stage * BM + r, p.dsum + li, ok ? 4 : 0);
+      if constexpr (FIX) cp_async4(dnorm_s0 + stage * BM + r, p.dnorm + li, ok ? 4 : 0);
     }
   };
   int cur_mb = ROT ? first : mb_hi - 1, cur_g = 0;
@@ -1378,6 +1481,7 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
     const T* dOs = dOs0 + stage * BM * D;
     const float* lse_s = lse_s0 + stage * BM;
     const float* dsum_s = dsum_s0 + stage * BM;
+    const float* dnorm_s = dnorm_s0 + stage * BM;
     bool need_mask;
     {
       const int last = min(m0 + BM, sq) - 1;
@@ -1555,6 +1659,7 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
       // first partial, 2 adds the last one to what is there and writes dQ, 3 writes its own tile.
       const int role = !ORD ? 0 : count == 1 ? 3 : rank == 0 ? 1 : rank + 1 == count ? 2 : 0;
       T* dqb = static_cast<T*>(p.dq);
+      bool in_range = true;  // FIX
 #pragma unroll
       for (int mt = 0; mt < MS; mt++)
 #pragma unroll
@@ -1562,7 +1667,20 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
           const int i = m0 + rq + mt * 16 + g + 8 * hf;
           if (i >= sq) continue;
           float* arow = dq_acc + lse_idx(p, b, h, i) * d;
-          if (role == 0) {
+          if constexpr (FIX) {
+            const int r = rq + mt * 16 + g + 8 * hf;
+            const float f = fix_multiplier(dnorm_s[r], dsum_s[r], fix_kmax, fix_vmax, fix_l);
+            auto* arow64 = reinterpret_cast<unsigned long long*>(dq_acc) + lse_idx(p, b, h, i) * d;
+#pragma unroll
+            for (int dt = 0; dt < NDQ; dt++) {
+              const int c = (dq0 + dt) * 8 + tq * 2;
+              if (c >= d) continue;
+              const float x = dq[mt][dt][2 * hf] * f, y = dq[mt][dt][2 * hf + 1] * f;
+              in_range = in_range && fabsf(x) < fix_lim && fabsf(y) < fix_lim;  // false for NaN
+              red_add_s64(arow64 + c, __float2ll_rn(x));
+              red_add_s64(arow64 + c + 1, __float2ll_rn(y));
+            }
+          } else if (role == 0) {
 #pragma unroll
             for (int dt = 0; dt < NDQ; dt++) {
               const int c = (dq0 + dt) * 8 + tq * 2;
@@ -1590,6 +1708,9 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
             }
           }
         }
+      if constexpr (FIX) {
+        if (!in_range) p.fix_state[2] = 1u;  // the dQ pass kernel recomputes dQ
+      }
       if constexpr (ORD) {
         if (rank + 1 < count) release = cnt;
       }
@@ -1642,10 +1763,12 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
 // then runs the two passes.
 template <typename T, int D, int BM, int MODE>
 cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_bytes) {
-  constexpr bool ORD = MODE != FA2_FREE && MODE != FA2_ROT;
-  constexpr bool ROT = MODE != FA2_FREE;
+  constexpr bool FIX = MODE == FA2_FIX;
+  constexpr bool ORD = MODE != FA2_FREE && MODE != FA2_ROT && !FIX;
+  constexpr bool ROT = MODE != FA2_FREE && !FIX;
   constexpr int BN = 128;
-  constexpr size_t smem = (size_t)(2 * BN * D + 4 * BM * D + 2 * BM * BN) * sizeof(T) + 4 * BM * sizeof(float) + 16;
+  constexpr size_t smem =
+      (size_t)(2 * BN * D + 4 * BM * D + 2 * BM * BN) * sizeof(T) + (FIX ? 6 : 4) * BM * sizeof(float) + 16;
   const unsigned nkb = (unsigned)((p.seq_k + BN - 1) / BN);
   auto kern = tc_bwd_fa2_kernel<T, D, BM, MODE>;
   cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -1668,8 +1791,8 @@ cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_
   }
   Scratch scratch(st);
   const long long rows = (long long)p.batch * p.hq * p.seq_q;
-  const size_t acc_bytes = (size_t)std::max<long long>(rows * p.d, 1) * sizeof(float);
-  const long long nsem = ROT ? (long long)p.batch * p.hq * ((p.seq_q + BM - 1) / BM) + 1 : 1;
+  const size_t acc_bytes = (size_t)std::max<long long>(rows * p.d, 1) * (FIX ? 8 : sizeof(float));
+  const long long nsem = ROT ? (long long)p.batch * p.hq * ((p.seq_q + BM - 1) / BM) + 1 : FIX ? 4 : 1;
   const size_t sem_bytes = (size_t)nsem * sizeof(unsigned);
   float* acc = static_cast<float*>(scratch.alloc(acc_bytes));
   unsigned* sem = static_cast<unsigned*>(scratch.alloc(sem_bytes));
@@ -1683,11 +1806,27 @@ cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_
       e = cudaMemsetAsync(p.dq, 0, (size_t)p.total_q * p.hq * p.d * sizeof(T), st);
   } else {
     e = cudaMemsetAsync(acc, 0, acc_bytes, st);
-    if (e == cudaSuccess && ROT) e = cudaMemsetAsync(sem, 0, sem_bytes, st);
+    if (e == cudaSuccess && (ROT || FIX)) e = cudaMemsetAsync(sem, 0, sem_bytes, st);
   }
   if (e != cudaSuccess) return e;
   dim3 grid(nkb, (unsigned)p.hk, (unsigned)p.batch);
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || rows == 0) return cudaSuccess;
+  if constexpr (FIX) {
+    // The bound's max |K| and max |V_j| first; the kernel, the conversion, and the dQ pass, which
+    // runs only where a contribution fell outside its range (fix_state[2]).
+    AttnParams pf = p;
+    pf.fix_state = sem;
+    const long long kv_rows = (long long)p.batch * p.hk * p.seq_k;
+    const long long per_cta = 8LL * (32 / (p.d / 8));
+    tc_kv_bound_kernel<T><<<(unsigned)std::min<long long>(264, (kv_rows + per_cta - 1) / per_cta), 256, 0, st>>>(pf);
+    kern<<<grid, 256, smem, st>>>(pf, acc, nullptr);
+    tc_dq_fix_convert_kernel<T><<<264, 256, 0, st>>>(pf, reinterpret_cast<const long long*>(acc));
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    pf.run_if = sem + 2;
+    if constexpr (D <= 64) return tc_dq_launch<T, D, 32, 4, false, 3, 2>(pf, st);  // the default dQ passes
+    else return tc_dq_launch<T, D, 32, 4, false, 2, 2>(pf, st);
+  }
   if constexpr (ROT) {
     void* args[] = {const_cast<AttnParams*>(&p), &acc, &sem};
     e = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kern), dim3(persistent), dim3(256), args, smem, st);
@@ -1805,6 +1944,12 @@ cudaError_t tc_backward_t(const AttnParams& p, int variant, cudaStream_t st, siz
         if (e != cudaErrorNotSupported) return e;
         break;
       case 14: two_passes = true; break;
+      case 15:
+        // Run 20: the FA2-layout kernel with the 64-bit fixed-point dQ (FA2_FIX; deterministic, no
+        // waiting), 8's tiles.
+        if (p.cu_q || p.cu_k || p.block_table) break;
+        return p.d <= 64 ? tc_fa2_launch<T, 64, 128, FA2_FIX>(p, st, scratch_bytes)
+                         : tc_fa2_launch<T, 128, 64, FA2_FIX>(p, st, scratch_bytes);
       default: break;
     }
   }
