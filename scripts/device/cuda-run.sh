@@ -4,7 +4,8 @@
 # measured in the same run. Logs and JSON go to $OUT (or test-output/).
 #   scripts/device/cuda-run.sh [verify] [bench | bwd | decode] [anchor] [profile] [profile-bwd] [profile-decode]
 #   (default: verify bench anchor)
-# bwd: the backward shapes, variants and checks only (cuda-bench --backward-only). profile-bwd: Nsight
+# bwd: the backward shapes, variants and checks only (cuda-bench --backward-only; FA_BWD_VARIANTS: the
+# backward variants that bench and bwd time, default 0,8,12,14). profile-bwd: Nsight
 # Compute on the backward kernels (cuda-ncu-bwd-summary.txt).
 # profile: Nsight Compute (clocks left alone) on one d = 128 forward and one decode: cuda-ncu.ncu-rep,
 # cuda-ncu.txt (details), cuda-ncu-sass.csv (per-instruction stall samples), cuda-ncu-summary.txt.
@@ -23,8 +24,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm 
 for step in $steps; do
   case $step in
     verify) timeout "${FA_VERIFY_TIMEOUT:-300}" node .device/cuda-verify.mjs --mode both --clones --jobs "${FA_VERIFY_JOBS:-12}" --out "$out" 2>&1 | tee "$out/cuda-verify.log" ;;
-    bench) timeout "${FA_BENCH_TIMEOUT:-240}" node .device/cuda-bench.mjs --out "$out" 2>&1 | tee "$out/cuda-bench.log" ;;
-    bwd) timeout "${FA_BENCH_TIMEOUT:-240}" node .device/cuda-bench.mjs --backward-only --out "$out" 2>&1 | tee "$out/cuda-bench.log" ;;
+    bench) timeout "${FA_BENCH_TIMEOUT:-240}" node .device/cuda-bench.mjs --bwd-variants "${FA_BWD_VARIANTS:-0,8,12,14}" --out "$out" 2>&1 | tee "$out/cuda-bench.log" ;;
+    bwd) timeout "${FA_BENCH_TIMEOUT:-240}" node .device/cuda-bench.mjs --backward-only --bwd-variants "${FA_BWD_VARIANTS:-0,8,12,14}" --out "$out" 2>&1 | tee "$out/cuda-bench.log" ;;
     decode) timeout "${FA_BENCH_TIMEOUT:-240}" node .device/cuda-bench.mjs --decode-only --out "$out" 2>&1 | tee "$out/cuda-bench.log" ;;
     profile)
       timeout "${FA_PROFILE_TIMEOUT:-240}" ncu --clock-control none -k 'regex:tc_fwd_kernel|tc_decode_kernel' -c 2 --import-source no \

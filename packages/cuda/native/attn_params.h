@@ -69,6 +69,7 @@ struct AttnParams {
   // The fixed-point dQ (tc_bwd.cuh, FA2_FIX): max |K| and max |V_j| (float bits), and a flag set
   // where a dQ contribution fell outside its range; the dQ pass kernel then recomputes dQ.
   unsigned* fix_state;
+  float* fix_rows;  // the rows' multipliers f_i, laid out like lse
   const unsigned* run_if;  // not null: the dQ pass kernel does nothing unless *run_if != 0
   void* dq;
   void* dk;

@@ -16,7 +16,10 @@
 //  - FA2 layout (run 18, tc_bwd_fa2_kernel below): one 8-warp CTA per 128-key block with a warp
 //    layout per product, P and dS through shared memory, dQ by float32 reductions, unordered
 //    (variant 8) or in a fixed order per query block (10-12). The ordered form is the default at
-//    d = 128 without causal or window mask (fa2_default); variant 14 forces the two passes there.
+//    d = 128 without causal or window mask (fa2_default). Run 20: the dQ as fixed-point integers,
+//    deterministic in any order (FA2_FIX in int64, variant 15; FA2_FIXF in float32 hi / lo parts,
+//    variant 16), the default at d = 128 with the causal mask from s = 16384 (fa2_fix_default).
+//    Variant 14 forces the two passes where either is the default.
 // D_i = dO_i . O_i comes from the generic dsum kernel.
 #pragma once
 #include <algorithm>
@@ -1244,18 +1247,51 @@ template <int LD> FA_DEV void ld_at(uint32_t* a, const void* tile, int m0, int k
 //    inputs; a contribution outside (NaN, Inf, an lse that does not belong to the inputs) sets a flag
 //    and the dQ pass kernel then recomputes dQ, so the bound decides only the speed, never the answer.
 //    Resolution: 2^-(60 - L) of the bound, far below float32's rounding of the contributions.
-enum Fa2Mode : int { FA2_FREE = 0, FA2_ORD_SC = 1, FA2_ORD = 2, FA2_ORD_WARP = 3, FA2_ROT = 4, FA2_FIX = 5 };
+//  FA2_FIXF (run 20b; variant 16): the same integers carried in float32, which adds integers exactly
+//    while every partial sum stays below 2^24 (in its unit), so again in any order. Each scaled
+//    contribution x f_i (|.| < 2^R) is split into hi, a multiple of 2^k (one FFMA with 1.5 * 2^(23+k)
+//    rounds it there), and the integer lo = rint(x f_i - hi), |lo| <= 2^(k-1); with k <= 25 - L the lo
+//    sums stay below 2^24, with R <= 23 + k - L the hi sums below 2^(24+k), both exact. Both go to L2 in
+//    one `red.add.v4.f32` per column pair ({hi, hi, lo, lo}, interleaved per pair), the same count of
+//    reductions as FA2_FREE's `red.v2` and twice its bytes. R: 38 bits at s = 4096, 34 at 16384,
+//    28 at 131072 (L = 10, the most this mode takes).
+enum Fa2Mode : int { FA2_FREE = 0, FA2_ORD_SC = 1, FA2_ORD = 2, FA2_ORD_WARP = 3, FA2_ROT = 4, FA2_FIX = 5, FA2_FIXF = 6 };
 
-// The power of two that scales row i's dQ contributions (FA2_FIX): the bound times it below 2^(60 - L).
-FA_DEV float fix_multiplier(float dnorm, float dsum, float kmax, float vmax, int lbits) {
-  const float bound = kmax * fmaf(dnorm, vmax, fabsf(dsum));
-  int e = 0;
-  frexpf(bound, &e);  // bound < 2^e
-  return ldexpf(1.f, max(-120, min(120, 60 - lbits - e)));
-}
 FA_DEV int fix_lbits(int seq_k) {  // 2^L >= the key blocks of 128 (the most contributions a row gets)
   const int nkb = (seq_k + 127) / 128;
   return nkb <= 1 ? 0 : 32 - __clz(nkb - 1);
+}
+// The fixed-point range of a problem: contributions scaled below 2^top (checked against lim = 2^(top+1));
+// FA2_FIXF's hi rounding constant mhi = 1.5 * 2^(23+k).
+struct FixRange {
+  int top;
+  float lim, mhi;
+};
+FA_DEV FixRange fix_range(int seq_k, bool split) {
+  const int L = fix_lbits(seq_k);
+  if (!split) return {60 - L, ldexpf(1.f, 61 - L), 0.f};
+  const int k = min(25 - L, 22);  // 22: |x f - hi| <= 2^21 leaves rintf's input exact
+  const int R = min(23 + k - L, 21 + k);  // 21 + k: the FFMA's rounding constant holds up to 2^(22+k)
+  return {R - 1, ldexpf(1.f, R), 1.5f * ldexpf(1.f, 23 + k)};
+}
+// The power of two that scales row i's dQ contributions (FA2_FIX, FA2_FIXF): the bound times it below
+// 2^top.
+FA_DEV float fix_multiplier(float dnorm, float dsum, float kmax, float vmax, int top) {
+  const float bound = kmax * fmaf(dnorm, vmax, fabsf(dsum));
+  int e = 0;
+  frexpf(bound, &e);  // bound < 2^e
+  return ldexpf(1.f, max(-120, min(120, top - e)));
+}
+// Four adjacent float32 adds at L2 in one RED (sm_90; four on older devices).
+FA_DEV void red_add4(float* ptr, float a, float b, float c, float d) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(ptr), "f"(a), "f"(b), "f"(c), "f"(d) : "memory");
+#else
+  atomicAdd(ptr, a);
+  atomicAdd(ptr + 1, b);
+  atomicAdd(ptr + 2, c);
+  atomicAdd(ptr + 3, d);
+#endif
 }
 FA_DEV void red_add_s64(unsigned long long* ptr, long long v) {
   asm volatile("red.global.add.u64 [%0], %1;" ::"l"(ptr), "l"(v) : "memory");
@@ -1310,21 +1346,38 @@ template <typename T> __global__ void __launch_bounds__(256) tc_kv_bound_kernel(
   }
 }
 
-// dQ = scale * acc / f_i in the output dtype (FA2_FIX; no varlen).
-template <typename T> __global__ void __launch_bounds__(256) tc_dq_fix_convert_kernel(AttnParams p, const long long* acc) {
-  const long long n = (long long)p.batch * p.hq * p.seq_q * (p.d / 2);
+// f_i of every row into p.fix_rows, once per call (the kernel and the conversion read them).
+template <bool SPLIT> __global__ void __launch_bounds__(256) tc_fix_rows_kernel(AttnParams p) {
+  const long long n = (long long)p.batch * p.hq * p.seq_q;
   const float kmax = __uint_as_float(p.fix_state[0]), vmax = __uint_as_float(p.fix_state[1]);
-  const int lbits = fix_lbits(p.seq_k);
+  const int top = fix_range(p.seq_k, SPLIT).top;
+  for (long long row = blockIdx.x * 256LL + threadIdx.x; row < n; row += (long long)gridDim.x * 256)
+    p.fix_rows[row] = fix_multiplier(p.dnorm[row], p.dsum[row], kmax, vmax, top);
+}
+
+// dQ = scale * acc / f_i in the output dtype (FA2_FIX: int64 per element; FA2_FIXF: {hi, hi, lo, lo}
+// float32 per column pair; no varlen).
+template <typename T, bool SPLIT>
+__global__ void __launch_bounds__(256) tc_dq_fix_convert_kernel(AttnParams p, const void* acc) {
+  const long long n = (long long)p.batch * p.hq * p.seq_q * (p.d / 2);
   T* dqb = static_cast<T*>(p.dq);
   for (long long t = blockIdx.x * 256LL + threadIdx.x; t < n; t += (long long)gridDim.x * 256) {
     const long long row = t / (p.d / 2);
     const int c = (int)(t % (p.d / 2)) * 2;
     const int i = (int)(row % p.seq_q);
     const int bh = (int)(row / p.seq_q);
-    const float m = p.scale / fix_multiplier(p.dnorm[row], p.dsum[row], kmax, vmax, lbits);
-    const longlong2 v = *reinterpret_cast<const longlong2*>(acc + row * p.d + c);
-    *reinterpret_cast<uint32_t*>(dqb + q_off(p, bh / p.hq, i, bh % p.hq) + c) =
-        pack2<T>(__ll2float_rn(v.x) * m, __ll2float_rn(v.y) * m);
+    const float m = p.scale / p.fix_rows[row];
+    float x, y;
+    if constexpr (SPLIT) {
+      const float4 v = *reinterpret_cast<const float4*>(static_cast<const float*>(acc) + row * 2 * p.d + 2 * c);
+      x = v.x + v.z;
+      y = v.y + v.w;
+    } else {
+      const longlong2 v = *reinterpret_cast<const longlong2*>(static_cast<const long long*>(acc) + row * p.d + c);
+      x = __ll2float_rn(v.x);
+      y = __ll2float_rn(v.y);
+    }
+    *reinterpret_cast<uint32_t*>(dqb + q_off(p, bh / p.hq, i, bh % p.hq) + c) = pack2<T>(x * m, y * m);
   }
 }
 
@@ -1337,7 +1390,8 @@ FA_DEV void fence_acq_rel_gpu() { asm volatile("fence.acq_rel.gpu;" ::: "memory"
 
 template <typename T, int D, int BM, int MODE = FA2_FREE>
 __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float* dq_acc, unsigned* dq_sem) {
-  constexpr bool FIX = MODE == FA2_FIX;                     // 64-bit fixed-point dQ
+  constexpr bool FIXF = MODE == FA2_FIXF;                   // fixed point carried in float32 (hi, lo)
+  constexpr bool FIX = MODE == FA2_FIX || FIXF;             // fixed-point dQ
   constexpr bool ROT = MODE != FA2_FREE && !FIX;            // rotated order, ticketed CTAs
   constexpr bool ORD = ROT && MODE != FA2_ROT;              // the turns
   constexpr bool WARPW = MODE == FA2_ORD_WARP;  // per-warp turn
@@ -1355,10 +1409,10 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
   T* dSs = Ps + BM * BN;       // [BM][BN]
   float* lse_s0 = reinterpret_cast<float*>(dSs + BM * BN);  // [2][BM] raw lse
   float* dsum_s0 = lse_s0 + 2 * BM;                         // [2][BM]
-  float* dnorm_s0 = dsum_s0 + 2 * BM;                       // FIX: [2][BM] |dO_i|
+  float* fmul_s0 = dsum_s0 + 2 * BM;                        // FIX: [2][BM] the rows' f_i
   // ORD: the ticket and the turn (rank, count) passed from thread 0. Not static __shared__: that would
   // move the dynamic window off the 1 KB alignment FragAddr needs.
-  int* misc = reinterpret_cast<int*>(dnorm_s0 + (FIX ? 2 * BM : 0));
+  int* misc = reinterpret_cast<int*>(fmul_s0 + (FIX ? 2 * BM : 0));
 
   check_smem_alignment(smem_raw);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -1407,15 +1461,9 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
 #pragma unroll
       for (int e = 0; e < 4; e++) dk[mt][dt][e] = dv[mt][dt][e] = 0.f;
   const float scale_log2 = p.scale * LOG2E;
-  // FIX: the bound's key-side factors and the range of one contribution, 2^(61 - L).
-  float fix_kmax = 0.f, fix_vmax = 0.f, fix_lim = 0.f;
-  int fix_l = 0;
-  if constexpr (FIX) {
-    fix_kmax = __uint_as_float(p.fix_state[0]);
-    fix_vmax = __uint_as_float(p.fix_state[1]);
-    fix_l = fix_lbits(p.seq_k);
-    fix_lim = ldexpf(1.f, 61 - fix_l);
-  }
+  // FIX: the fixed-point range.
+  FixRange fix{0, 0.f, 0.f};
+  if constexpr (FIX) fix = fix_range(p.seq_k, FIXF);
 
   const int nmb_all = (sq + BM - 1) / BM;
   int mb_lo, mb_hi;
@@ -1450,7 +1498,7 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
       const long long li = ok ? lse_idx(p, b, h, i) : 0;
       cp_async4(lse_s0 + stage * BM + r, p.lse_in + li, ok ? 4 : 0);
       cp_async4(dsum_s0 + stage * BM + r, p.dsum + li, ok ? 4 : 0);
-      if constexpr (FIX) cp_async4(dnorm_s0 + stage * BM + r, p.dnorm + li, ok ? 4 : 0);
+      if constexpr (FIX) cp_async4(fmul_s0 + stage * BM + r, p.fix_rows + li, ok ? 4 : 0);
     }
   };
   int cur_mb = ROT ? first : mb_hi - 1, cur_g = 0;
@@ -1481,7 +1529,7 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
     const T* dOs = dOs0 + stage * BM * D;
     const float* lse_s = lse_s0 + stage * BM;
     const float* dsum_s = dsum_s0 + stage * BM;
-    const float* dnorm_s = dnorm_s0 + stage * BM;
+    const float* fmul_s = fmul_s0 + stage * BM;
     bool need_mask;
     {
       const int last = min(m0 + BM, sq) - 1;
@@ -1669,16 +1717,29 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
           float* arow = dq_acc + lse_idx(p, b, h, i) * d;
           if constexpr (FIX) {
             const int r = rq + mt * 16 + g + 8 * hf;
-            const float f = fix_multiplier(dnorm_s[r], dsum_s[r], fix_kmax, fix_vmax, fix_l);
-            auto* arow64 = reinterpret_cast<unsigned long long*>(dq_acc) + lse_idx(p, b, h, i) * d;
+            const float f = fmul_s[r];
+            if constexpr (FIXF) {
+              float* arow2 = dq_acc + lse_idx(p, b, h, i) * 2 * d;
 #pragma unroll
-            for (int dt = 0; dt < NDQ; dt++) {
-              const int c = (dq0 + dt) * 8 + tq * 2;
-              if (c >= d) continue;
-              const float x = dq[mt][dt][2 * hf] * f, y = dq[mt][dt][2 * hf + 1] * f;
-              in_range = in_range && fabsf(x) < fix_lim && fabsf(y) < fix_lim;  // false for NaN
-              red_add_s64(arow64 + c, __float2ll_rn(x));
-              red_add_s64(arow64 + c + 1, __float2ll_rn(y));
+              for (int dt = 0; dt < NDQ; dt++) {
+                const int c = (dq0 + dt) * 8 + tq * 2;
+                if (c >= d) continue;
+                const float x = dq[mt][dt][2 * hf], y = dq[mt][dt][2 * hf + 1];
+                const float hx = fmaf(x, f, fix.mhi) - fix.mhi, hy = fmaf(y, f, fix.mhi) - fix.mhi;
+                in_range = in_range && fabsf(hx) < fix.lim && fabsf(hy) < fix.lim;  // false for NaN
+                red_add4(arow2 + 2 * c, hx, hy, rintf(fmaf(x, f, -hx)), rintf(fmaf(y, f, -hy)));
+              }
+            } else {
+              auto* arow64 = reinterpret_cast<unsigned long long*>(dq_acc) + lse_idx(p, b, h, i) * d;
+#pragma unroll
+              for (int dt = 0; dt < NDQ; dt++) {
+                const int c = (dq0 + dt) * 8 + tq * 2;
+                if (c >= d) continue;
+                const float x = dq[mt][dt][2 * hf] * f, y = dq[mt][dt][2 * hf + 1] * f;
+                in_range = in_range && fabsf(x) < fix.lim && fabsf(y) < fix.lim;  // false for NaN
+                red_add_s64(arow64 + c, __float2ll_rn(x));
+                red_add_s64(arow64 + c + 1, __float2ll_rn(y));
+              }
             }
           } else if (role == 0) {
 #pragma unroll
@@ -1763,7 +1824,8 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
 // then runs the two passes.
 template <typename T, int D, int BM, int MODE>
 cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_bytes) {
-  constexpr bool FIX = MODE == FA2_FIX;
+  constexpr bool FIXF = MODE == FA2_FIXF;
+  constexpr bool FIX = MODE == FA2_FIX || FIXF;
   constexpr bool ORD = MODE != FA2_FREE && MODE != FA2_ROT && !FIX;
   constexpr bool ROT = MODE != FA2_FREE && !FIX;
   constexpr int BN = 128;
@@ -1778,6 +1840,9 @@ cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_
   // head's items are all taken once the CTAs are busy if nkb <= the grid. Under a co-scheduled kernel
   // that also waits (another backend's stream, MPS) a plain launch could leave every resident CTA
   // waiting on an item no CTA has taken; a cooperative grid is resident whole.
+  if constexpr (FIXF) {
+    if (nkb > 1024) return cudaErrorNotSupported;  // L > 10: the split's resolution would fall below 2^-27
+  }
   unsigned persistent = 0;
   if constexpr (ROT) {
     int dev = 0, sms = 0, coop = 0, per_sm = 0;
@@ -1812,15 +1877,19 @@ cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_
   dim3 grid(nkb, (unsigned)p.hk, (unsigned)p.batch);
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || rows == 0) return cudaSuccess;
   if constexpr (FIX) {
-    // The bound's max |K| and max |V_j| first; the kernel, the conversion, and the dQ pass, which
-    // runs only where a contribution fell outside its range (fix_state[2]).
+    // The bound's max |K| and max |V_j| first, then the rows' f_i; the kernel, the conversion, and the
+    // dQ pass, which runs only where a contribution fell outside its range (fix_state[2]).
     AttnParams pf = p;
     pf.fix_state = sem;
+    pf.fix_rows = static_cast<float*>(scratch.alloc((size_t)rows * sizeof(float)));
+    if (!pf.fix_rows) return scratch.err;
+    *scratch_bytes += (size_t)rows * sizeof(float);
     const long long kv_rows = (long long)p.batch * p.hk * p.seq_k;
     const long long per_cta = 8LL * (32 / (p.d / 8));
     tc_kv_bound_kernel<T><<<(unsigned)std::min<long long>(264, (kv_rows + per_cta - 1) / per_cta), 256, 0, st>>>(pf);
+    tc_fix_rows_kernel<FIXF><<<(unsigned)std::min<long long>(264, (rows + 255) / 256), 256, 0, st>>>(pf);
     kern<<<grid, 256, smem, st>>>(pf, acc, nullptr);
-    tc_dq_fix_convert_kernel<T><<<264, 256, 0, st>>>(pf, reinterpret_cast<const long long*>(acc));
+    tc_dq_fix_convert_kernel<T, FIXF><<<264, 256, 0, st>>>(pf, acc);
     e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     pf.run_if = sem + 2;
@@ -1858,7 +1927,8 @@ cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_
 // (d = 128; d = 64 runs the default) the warp-pair dK/dV kernel, then the default dQ pass (2-3 %
 // slower at d = 128; at d = 64, measured in run 14 before it was dropped there, 15 %). Run 10's two
 // passes, variant 5 until run 13, are gone (rows 11b-11c hold that A/B). Run 18's variants: 8-13 the
-// FA2-layout kernel (see tc_fa2_launch's callers below), 14 the two passes where it is the default.
+// FA2-layout kernel (see tc_fa2_launch's callers below), 14 the two passes where a fused kernel is the
+// default; run 20's: 15 and 16 the fixed-point dQ (FA2_FIX, FA2_FIXF).
 // Run 18c's measurement (PERF.md row 18c): the FA2-layout kernel with the ordered dQ (FA2_ORD_WARP,
 // deterministic) beats the two passes at d = 128 without a causal or window mask from s = 1024 up
 // (+3 % at 1k, +9 % at 4k, +10.5 % at 16k), and loses with the causal mask (-6 to 0 %) and at d = 64
@@ -1868,6 +1938,17 @@ cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_
 inline bool fa2_default(const AttnParams& p) {
   return p.d > 64 && !p.causal && p.wl < 0 && p.wr < 0 && !p.cu_q && !p.cu_k && !p.block_table && p.seq_q >= 1024 &&
          p.seq_k >= 1024;
+}
+
+// Run 20b's measurement (PERF.md row 20b): with the causal mask at d = 128 the ordered kernel gains
+// nothing over the two passes (its turns wait: the key blocks' uneven work runs against the dQ order),
+// while the fixed-point kernel (FA2_FIXF, deterministic, no waiting) trails the unordered one by a
+// steady ~12 % and so passes the two passes once the fused layout's gain grows past that: at s = 16384
+// 11.75 against 12.58 ms (s = 4096: 3.68 against 3.47). So it is the default there: d = 128, causal,
+// no window, dense or key-padded K/V, s >= 16384 (at most 1024 key blocks, its range's limit).
+inline bool fa2_fix_default(const AttnParams& p) {
+  return p.d > 64 && p.causal && p.wl < 0 && p.wr < 0 && !p.cu_q && !p.cu_k && !p.block_table && p.seq_q >= 16384 &&
+         p.seq_k >= 16384;
 }
 
 template <typename T, bool EXTRAS>
@@ -1950,6 +2031,13 @@ cudaError_t tc_backward_t(const AttnParams& p, int variant, cudaStream_t st, siz
         if (p.cu_q || p.cu_k || p.block_table) break;
         return p.d <= 64 ? tc_fa2_launch<T, 64, 128, FA2_FIX>(p, st, scratch_bytes)
                          : tc_fa2_launch<T, 128, 64, FA2_FIX>(p, st, scratch_bytes);
+      case 16:
+        // Run 20b: the same with the fixed point carried in float32 (FA2_FIXF).
+        if (p.cu_q || p.cu_k || p.block_table) break;
+        e = p.d <= 64 ? tc_fa2_launch<T, 64, 128, FA2_FIXF>(p, st, scratch_bytes)
+                      : tc_fa2_launch<T, 128, 64, FA2_FIXF>(p, st, scratch_bytes);
+        if (e != cudaErrorNotSupported) return e;
+        break;
       default: break;
     }
   }
@@ -1957,6 +2045,10 @@ cudaError_t tc_backward_t(const AttnParams& p, int variant, cudaStream_t st, siz
   if constexpr (!EXTRAS) {
     if (!two_passes && fa2_default(p)) {
       e = tc_fa2_launch<T, 128, 64, FA2_ORD_WARP>(p, st, scratch_bytes);
+      if (e != cudaErrorNotSupported) return e;
+    }
+    if (!two_passes && fa2_fix_default(p)) {
+      e = tc_fa2_launch<T, 128, 64, FA2_FIXF>(p, st, scratch_bytes);
       if (e != cudaErrorNotSupported) return e;
     }
   }
