@@ -1452,6 +1452,21 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
   const int r0s = (warp >> 2) * (BM / 2), k0s = (warp & 3) * 32;  // S / dP: rows, keys
   const int kw = (warp >> 1) * 32, dw = (warp & 1) * NDK;          // dK / dV: keys, first n8 tile of d
   const int rq = (warp & 1) * (BM / 2), dq0 = (warp >> 1) * NDQ;   // dQ: rows, first n8 tile of d
+  // Each warp's fragment addresses in FragAddr's XOR form with its rows and columns folded in once
+  // (the row offsets are multiples of 4 KB and the column tiles' bits disjoint from the k step's), so
+  // that every ldmatrix below is one LOP3 and an immediate offset (run 20d: the profile found the
+  // per-load row multiplies and re-derived bases ~15 % of the instructions). Q and dO: stage 0's.
+  const uint32_t kB = FragAddr<D>::b(smem_u32(Ks + k0s * D), lane);
+  const uint32_t vB = FragAddr<D>::b(smem_u32(Vs + k0s * D), lane);
+  const uint32_t kBt = FragAddr<D>::bt(smem_u32(Ks), lane) ^ (dq0 << 4);
+  const uint32_t qA0 = FragAddr<D>::a(smem_u32(Qs0 + r0s * D), lane);
+  const uint32_t oA0 = FragAddr<D>::a(smem_u32(dOs0 + r0s * D), lane);
+  const uint32_t qBt0 = FragAddr<D>::bt(smem_u32(Qs0), lane) ^ (dw << 4);
+  const uint32_t oBt0 = FragAddr<D>::bt(smem_u32(dOs0), lane) ^ (dw << 4);
+  const uint32_t dsA = FragAddr<BN>::a(smem_u32(dSs + rq * BN), lane);
+  const uint32_t pAt = FragAddr<BN>::b(smem_u32(Ps), lane) ^ ((kw >> 4) << 5);
+  constexpr uint32_t DS_BYTES = BM * BN * 2;     // dSs - Ps
+  constexpr uint32_t STAGE_BYTES = BM * D * 2;  // one stage of Q or dO
 
   float dk[2][NDK][4], dv[2][NDK][4];
 #pragma unroll
@@ -1585,14 +1600,14 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
       uint32_t aq[MS][4], ao[MS][4];
 #pragma unroll
       for (int mt = 0; mt < MS; mt++) {
-        ld_a<D>(aq[mt], Qs, r0s + mt * 16, ks, lane);
-        ld_a<D>(ao[mt], dOs, r0s + mt * 16, ks, lane);
+        ldsm_x4(aq[mt], ((qA0 + stage * STAGE_BYTES) ^ (ks << 5)) + mt * 16 * D * 2);
+        ldsm_x4(ao[mt], ((oA0 + stage * STAGE_BYTES) ^ (ks << 5)) + mt * 16 * D * 2);
       }
 #pragma unroll
       for (int np = 0; np < 2; np++) {
         uint32_t bk[4], bv[4];
-        ld_b<D>(bk, Ks, k0s + np * 16, ks, lane);
-        ld_b<D>(bv, Vs, k0s + np * 16, ks, lane);
+        ldsm_x4(bk, (kB ^ (ks << 5)) + np * 16 * D * 2);
+        ldsm_x4(bv, (vB ^ (ks << 5)) + np * 16 * D * 2);
 #pragma unroll
         for (int mt = 0; mt < MS; mt++) {
           mma16816<T>(s[mt][2 * np], aq[mt], bk);
@@ -1683,11 +1698,11 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
       for (int kk = 0; kk < BN / 16; kk++) {
         uint32_t a[MS][4];
 #pragma unroll
-        for (int mt = 0; mt < MS; mt++) ld_a<BN>(a[mt], dSs, rq + mt * 16, kk, lane);
+        for (int mt = 0; mt < MS; mt++) ldsm_x4(a[mt], (dsA ^ (kk << 5)) + mt * 16 * BN * 2);
 #pragma unroll
         for (int dt = 0; dt < NDQ; dt += 2) {
           uint32_t bb[4];
-          ld_bt<D>(bb, Ks, kk, dq0 + dt, lane);
+          ldsm_x4_t(bb, (kBt ^ (dt << 4)) + kk * 16 * D * 2);
 #pragma unroll
           for (int mt = 0; mt < MS; mt++) {
             mma16816<T>(dq[mt][dt], a[mt], bb);
@@ -1785,19 +1800,19 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
       uint32_t pa[2][4], da[2][4];
 #pragma unroll
       for (int mt = 0; mt < 2; mt++) {
-        ld_at<BN>(pa[mt], Ps, kw + mt * 16, kk * 16, lane);
-        ld_at<BN>(da[mt], dSs, kw + mt * 16, kk * 16, lane);
+        ldsm_x4_t(pa[mt], (pAt ^ (mt << 5)) + kk * 16 * BN * 2);
+        ldsm_x4_t(da[mt], (pAt ^ (mt << 5)) + kk * 16 * BN * 2 + DS_BYTES);
       }
 #pragma unroll
       for (int dt = 0; dt < NDK; dt += 2) {
         uint32_t bb[4];
-        ld_bt<D>(bb, dOs, kk, dw + dt, lane);
+        ldsm_x4_t(bb, ((oBt0 + stage * STAGE_BYTES) ^ (dt << 4)) + kk * 16 * D * 2);
 #pragma unroll
         for (int mt = 0; mt < 2; mt++) {
           mma16816<T>(dv[mt][dt], pa[mt], bb);
           mma16816<T>(dv[mt][dt + 1], pa[mt], bb + 2);
         }
-        ld_bt<D>(bb, Qs, kk, dw + dt, lane);
+        ldsm_x4_t(bb, ((qBt0 + stage * STAGE_BYTES) ^ (dt << 4)) + kk * 16 * D * 2);
 #pragma unroll
         for (int mt = 0; mt < 2; mt++) {
           mma16816<T>(dk[mt][dt], da[mt], bb);
