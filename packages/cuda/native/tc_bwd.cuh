@@ -1107,8 +1107,12 @@ cudaError_t tc_dkdv_launch(const AttnParams& p, cudaStream_t st, float* dq_acc =
   return cudaGetLastError();
 }
 
-// dQ = scale * acc in the output dtype and layout (DQ_ATOMIC only; no varlen).
-template <typename T> __global__ void __launch_bounds__(256) tc_dq_convert_kernel(AttnParams p, const float* acc) {
+// dQ from a float32 accumulator, dQ = scale * acc, or from a fixed-point one, dQ = scale * acc / f_i
+// (run 20: int64 per element, or {hi, hi, lo, lo} float32 per column pair), in the output dtype and
+// layout (no varlen).
+enum DqAcc : int { DQ_ACC_F32 = 0, DQ_ACC_S64 = 1, DQ_ACC_SPLIT = 2 };
+template <typename T, int ACC = DQ_ACC_F32>
+__global__ void __launch_bounds__(256) tc_dq_convert_kernel(AttnParams p, const void* acc) {
   const long long n = (long long)p.batch * p.hq * p.seq_q * (p.d / 2);
   T* dqb = static_cast<T*>(p.dq);
   for (long long t = blockIdx.x * 256LL + threadIdx.x; t < n; t += (long long)gridDim.x * 256) {
@@ -1116,8 +1120,23 @@ template <typename T> __global__ void __launch_bounds__(256) tc_dq_convert_kerne
     const int c = (int)(t % (p.d / 2)) * 2;
     const int i = (int)(row % p.seq_q);
     const int bh = (int)(row / p.seq_q);
-    const float2 v = *reinterpret_cast<const float2*>(acc + row * p.d + c);
-    *reinterpret_cast<uint32_t*>(dqb + q_off(p, bh / p.hq, i, bh % p.hq) + c) = pack2<T>(v.x * p.scale, v.y * p.scale);
+    float x, y, m = p.scale;
+    if constexpr (ACC == DQ_ACC_F32) {
+      const float2 v = *reinterpret_cast<const float2*>(static_cast<const float*>(acc) + row * p.d + c);
+      x = v.x;
+      y = v.y;
+    } else if constexpr (ACC == DQ_ACC_SPLIT) {
+      const float4 v = *reinterpret_cast<const float4*>(static_cast<const float*>(acc) + row * 2 * p.d + 2 * c);
+      x = v.x + v.z;
+      y = v.y + v.w;
+      m /= p.fix_rows[row];
+    } else {
+      const longlong2 v = *reinterpret_cast<const longlong2*>(static_cast<const long long*>(acc) + row * p.d + c);
+      x = __ll2float_rn(v.x);
+      y = __ll2float_rn(v.y);
+      m /= p.fix_rows[row];
+    }
+    *reinterpret_cast<uint32_t*>(dqb + q_off(p, bh / p.hq, i, bh % p.hq) + c) = pack2<T>(x * m, y * m);
   }
 }
 
@@ -1353,32 +1372,6 @@ template <bool SPLIT> __global__ void __launch_bounds__(256) tc_fix_rows_kernel(
   const int top = fix_range(p.seq_k, SPLIT).top;
   for (long long row = blockIdx.x * 256LL + threadIdx.x; row < n; row += (long long)gridDim.x * 256)
     p.fix_rows[row] = fix_multiplier(p.dnorm[row], p.dsum[row], kmax, vmax, top);
-}
-
-// dQ = scale * acc / f_i in the output dtype (FA2_FIX: int64 per element; FA2_FIXF: {hi, hi, lo, lo}
-// float32 per column pair; no varlen).
-template <typename T, bool SPLIT>
-__global__ void __launch_bounds__(256) tc_dq_fix_convert_kernel(AttnParams p, const void* acc) {
-  const long long n = (long long)p.batch * p.hq * p.seq_q * (p.d / 2);
-  T* dqb = static_cast<T*>(p.dq);
-  for (long long t = blockIdx.x * 256LL + threadIdx.x; t < n; t += (long long)gridDim.x * 256) {
-    const long long row = t / (p.d / 2);
-    const int c = (int)(t % (p.d / 2)) * 2;
-    const int i = (int)(row % p.seq_q);
-    const int bh = (int)(row / p.seq_q);
-    const float m = p.scale / p.fix_rows[row];
-    float x, y;
-    if constexpr (SPLIT) {
-      const float4 v = *reinterpret_cast<const float4*>(static_cast<const float*>(acc) + row * 2 * p.d + 2 * c);
-      x = v.x + v.z;
-      y = v.y + v.w;
-    } else {
-      const longlong2 v = *reinterpret_cast<const longlong2*>(static_cast<const long long*>(acc) + row * p.d + c);
-      x = __ll2float_rn(v.x);
-      y = __ll2float_rn(v.y);
-    }
-    *reinterpret_cast<uint32_t*>(dqb + q_off(p, bh / p.hq, i, bh % p.hq) + c) = pack2<T>(x * m, y * m);
-  }
 }
 
 FA_DEV unsigned ld_relaxed_gpu(const unsigned* ptr) {
@@ -1904,7 +1897,7 @@ cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_
     tc_kv_bound_kernel<T><<<(unsigned)std::min<long long>(264, (kv_rows + per_cta - 1) / per_cta), 256, 0, st>>>(pf);
     tc_fix_rows_kernel<FIXF><<<(unsigned)std::min<long long>(264, (rows + 255) / 256), 256, 0, st>>>(pf);
     kern<<<grid, 256, smem, st>>>(pf, acc, nullptr);
-    tc_dq_fix_convert_kernel<T, FIXF><<<264, 256, 0, st>>>(pf, acc);
+    tc_dq_convert_kernel<T, FIXF ? DQ_ACC_SPLIT : DQ_ACC_S64><<<264, 256, 0, st>>>(pf, acc);
     e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     pf.run_if = sem + 2;
