@@ -1716,18 +1716,21 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
       const int role = !ORD ? 0 : count == 1 ? 3 : rank == 0 ? 1 : rank + 1 == count ? 2 : 0;
       T* dqb = static_cast<T*>(p.dq);
       bool in_range = true;  // FIX
+      // The lane's first dQ row of the scratch (no varlen here: rows of a head are consecutive).
+      const long long row_g = lse_idx(p, b, h, m0 + rq + g);
 #pragma unroll
       for (int mt = 0; mt < MS; mt++)
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
           const int i = m0 + rq + mt * 16 + g + 8 * hf;
           if (i >= sq) continue;
-          float* arow = dq_acc + lse_idx(p, b, h, i) * d;
+          const long long row = row_g + mt * 16 + 8 * hf;
+          float* arow = dq_acc + row * d;
           if constexpr (FIX) {
             const int r = rq + mt * 16 + g + 8 * hf;
             const float f = fmul_s[r];
             if constexpr (FIXF) {
-              float* arow2 = dq_acc + lse_idx(p, b, h, i) * 2 * d;
+              float* arow2 = dq_acc + row * 2 * d;
 #pragma unroll
               for (int dt = 0; dt < NDQ; dt++) {
                 const int c = (dq0 + dt) * 8 + tq * 2;
@@ -1738,7 +1741,7 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
                 red_add4(arow2 + 2 * c, hx, hy, rintf(fmaf(x, f, -hx)), rintf(fmaf(y, f, -hy)));
               }
             } else {
-              auto* arow64 = reinterpret_cast<unsigned long long*>(dq_acc) + lse_idx(p, b, h, i) * d;
+              auto* arow64 = reinterpret_cast<unsigned long long*>(dq_acc) + row * d;
 #pragma unroll
               for (int dt = 0; dt < NDQ; dt++) {
                 const int c = (dq0 + dt) * 8 + tq * 2;
