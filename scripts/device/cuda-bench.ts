@@ -431,31 +431,37 @@ async function main(): Promise<void> {
             });
           }
           const r = await be.forward(q, k, v, { causal, returnLse: true });
-          const g = await be.timeBackward(
-            dout,
-            q,
-            k,
-            v,
-            r.out,
-            r.lse as DeviceTensor,
-            { causal },
-            { warmup: 2, iters },
-          );
+          // The default, then the opt-in `deterministic: false` (its kernel where that is faster,
+          // the default's elsewhere), the same data in the same run.
+          for (const deterministic of [true, false]) {
+            be.configure({ deterministic });
+            const g = await be.timeBackward(
+              dout,
+              q,
+              k,
+              v,
+              r.out,
+              r.lse as DeviceTensor,
+              { causal },
+              { warmup: 2, iters },
+            );
+            record({
+              what: deterministic ? 'backward' : 'backward-nd',
+              dtype,
+              d,
+              s,
+              b,
+              hq,
+              causal,
+              ms: g.median,
+              tflops: backwardFlops(shp) / (g.median * 1e-3) / 1e12,
+              kernel: g.kernel,
+              spread: spreadOf(g.ms),
+            });
+          }
+          be.configure({ deterministic: true });
           be.free(r.out);
           if (r.lse) be.free(r.lse);
-          record({
-            what: 'backward',
-            dtype,
-            d,
-            s,
-            b,
-            hq,
-            causal,
-            ms: g.median,
-            tflops: backwardFlops(shp) / (g.median * 1e-3) / 1e12,
-            kernel: g.kernel,
-            spread: spreadOf(g.ms),
-          });
         }
       }
     }

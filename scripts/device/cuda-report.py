@@ -50,11 +50,17 @@ def main():
     out.append(f"Copy (device to device, 1 GiB, read + write): {bench['copyGBs']:.0f} GB/s"
                + (f"; torch's copy in the same run: {anchor['copy_gbs']:.0f} GB/s" if anchor else ""))
     out.append("")
-    for what in ("forward", "backward"):
-        out.append(f"**{what.capitalize()}** (TFLOP/s, SPEC §9 FLOPs; ratio = ours / SDPA FLASH)")
+    titles = {"forward": "Forward", "backward": "Backward",
+              "backward-nd": "Backward, `deterministic: false`"}
+    for what in ("forward", "backward", "backward-nd"):
+        if not any(r["what"] == what for r in bench["rows"]):
+            continue
+        out.append(f"**{titles[what]}** (TFLOP/s, SPEC §9 FLOPs; ratio = ours / SDPA FLASH)")
         out.append("")
-        out.append("| dtype | d | s | mask | ours ms | ours | SDPA flash | SDPA cuDNN | ours / flash |")
-        out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        nd = what == "backward-nd"
+        out.append("| dtype | d | s | mask | ours ms | ours | SDPA flash | SDPA cuDNN | ours / flash |"
+                   + (" kernel |" if nd else ""))
+        out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if nd else ""))
         for r in bench["rows"]:
             if r["what"] != what or r["dtype"] == "float32":
                 continue
@@ -65,10 +71,10 @@ def main():
             fl = fa[k] if fa else None
             cd = cu[k] if cu else None
             ratio = f"{r['tflops'] / fl:.2f}" if fl else "-"
-            out.append(f"| {r['dtype']} | {r['d']} | {r['s']} | {'causal' if r['causal'] else 'full'} | {r['ms']:.3f} | "
-                       f"{r['tflops']:.0f} | {fl:.0f} | {cd:.0f} | {ratio} |" if fl and cd else
-                       f"| {r['dtype']} | {r['d']} | {r['s']} | {'causal' if r['causal'] else 'full'} | {r['ms']:.3f} | "
-                       f"{r['tflops']:.0f} | - | - | - |")
+            out.append((f"| {r['dtype']} | {r['d']} | {r['s']} | {'causal' if r['causal'] else 'full'} | {r['ms']:.3f} | "
+                        f"{r['tflops']:.0f} | {fl:.0f} | {cd:.0f} | {ratio} |" if fl and cd else
+                        f"| {r['dtype']} | {r['d']} | {r['s']} | {'causal' if r['causal'] else 'full'} | {r['ms']:.3f} | "
+                        f"{r['tflops']:.0f} | - | - | - |") + (f" {r['kernel']} |" if nd else ""))
         out.append("")
     out.append("**Decode** (sq = 1, hq = 32, hk = 8, d = 128, b = 1; GB/s of K and V read; copy as above)")
     out.append("")

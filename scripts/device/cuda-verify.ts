@@ -4,6 +4,7 @@
  *
  *   node .device/cuda-verify.mjs [--mode auto|generic|both] [--quick] [--filter text] [--out dir]
  *                                [--backend cuda|reference] [--jobs N] [--slice i/n] [--variant N]
+ *                                [--nondeterministic]
  *
  * Runs every case of conformanceCases() through runCase, records pass / fail / unsupported, the kernel
  * each case ended on, and writes cuda-verify-<mode>.json. --jobs N runs N child processes over
@@ -41,6 +42,9 @@ const clones = process.argv.includes('--clones');
 // --variant N: a tuning variant's kernels (builds made with FLASHATTN_CUDA_TUNE=1), so that a candidate
 // is checked before it becomes the default; written to cuda-verify-<mode>-vN.json.
 const variant = Number(arg('variant', '0'));
+// --nondeterministic: the backend made with `deterministic: false` (the opt-in unordered backward; the
+// harness then holds its gradients to the tolerances only); written to cuda-verify-<mode>-nd.json.
+const nondeterministic = process.argv.includes('--nondeterministic');
 
 interface Row extends CaseResult {
   kernel?: string;
@@ -49,7 +53,7 @@ interface Row extends CaseResult {
 
 async function makeBackend(mode: string): Promise<Backend> {
   if (which === 'reference') return createReferenceBackend();
-  return createCudaBackend({ forceGeneric: mode === 'generic', variant });
+  return createCudaBackend({ forceGeneric: mode === 'generic', variant, deterministic: !nondeterministic });
 }
 
 function caseList(): ConformanceCase[] {
@@ -155,6 +159,7 @@ async function runMode(mode: string): Promise<Row[]> {
           if (quick) args.push('--quick');
           if (clones) args.push('--clones');
           if (variant) args.push('--variant', String(variant));
+          if (nondeterministic) args.push('--nondeterministic');
           const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
           let text = '';
           child.stdout.on('data', (b) => {
@@ -216,7 +221,10 @@ async function main(): Promise<void> {
     const seconds = (performance.now() - t0) / 1000;
     rows.sort((a, b) => a.name.localeCompare(b.name));
     writeFileSync(
-      path.join(outDir, `cuda-verify-${mode}${variant ? `-v${variant}` : ''}.json`),
+      path.join(
+        outDir,
+        `cuda-verify-${mode}${variant ? `-v${variant}` : ''}${nondeterministic ? '-nd' : ''}.json`,
+      ),
       JSON.stringify({ mode, quick, seconds, rows }, null, 1),
     );
     const s = summarise(mode, rows, seconds);

@@ -96,6 +96,11 @@ export interface Capabilities {
   dtypes: DType[];
   maxHeadDim: number;
   features: Feature[];
+  /**
+   * false where the backend was asked for its faster non-deterministic backward (an opt-in, SPEC §4):
+   * gradients may then differ in their last bits from call to call. Absent or true: bit-identical.
+   */
+  deterministic?: boolean;
 }
 
 /** Host in, host out; device in, device out (SPEC §2). */

@@ -169,6 +169,7 @@ CallDesc read_desc(const Napi::Object& o, bool backward) {
   c.kv_bytes = (size_t)num_of(o, "kvBytes");
   c.opt.force_generic = num_of(o, "forceGeneric") != 0;
   c.opt.variant = (int)num_of(o, "variant");
+  c.opt.nondeterministic = num_of(o, "nondeterministic") != 0;
   if (backward) {
     c.dout = id_of(o, "dout");
     c.lse_in = id_of(o, "lseIn");

@@ -117,8 +117,10 @@ cudaError_t run_backward(AttnParams p, const DeviceProps& dev, const Options& op
       if (e == cudaSuccess) e = cudaMemsetAsync(p.dv, 0, kv_elems * esz, st);
       if (e != cudaSuccess) return e;
     }
-    e = p.dtype == F16 ? tc_backward_f16(p, has_extras(p), opt.variant, st, &scratch_bytes)
-                       : tc_backward_bf16(p, has_extras(p), opt.variant, st, &scratch_bytes);
+    bool unordered = opt.nondeterministic != 0;
+    e = p.dtype == F16 ? tc_backward_f16(p, has_extras(p), opt.variant, &unordered, st, &scratch_bytes)
+                       : tc_backward_bf16(p, has_extras(p), opt.variant, &unordered, st, &scratch_bytes);
+    if (unordered) plan->kernel = "tc-nondeterministic";
     plan->scratch_bytes = scratch_bytes;
     return e;
   }

@@ -21,8 +21,12 @@ cudaError_t tc_forward_f16(const AttnParams& p, bool extras, int variant, cudaSt
 cudaError_t tc_forward_bf16(const AttnParams& p, bool extras, int variant, cudaStream_t st);
 // Backward for head dims up to 128: dK, dV and dQ. Adds the scratch it takes (the fused kernel's
 // float32 dQ accumulator and counters) to *scratch.
-cudaError_t tc_backward_f16(const AttnParams& p, bool extras, int variant, cudaStream_t st, size_t* scratch);
-cudaError_t tc_backward_bf16(const AttnParams& p, bool extras, int variant, cudaStream_t st, size_t* scratch);
+// `unordered`: the caller allows dQ added in no fixed order (Options::nondeterministic); set on return
+// when that kernel ran.
+cudaError_t tc_backward_f16(const AttnParams& p, bool extras, int variant, bool* unordered, cudaStream_t st,
+                            size_t* scratch);
+cudaError_t tc_backward_bf16(const AttnParams& p, bool extras, int variant, bool* unordered, cudaStream_t st,
+                             size_t* scratch);
 
 struct DeviceProps {
   int sm_count;
@@ -32,7 +36,7 @@ struct DeviceProps {
 
 // Kernel choice, recorded for the caller (benchmarks print it).
 struct Plan {
-  const char* kernel;  // "tc", "tc-decode", "generic", "generic-split", "generic-serial"
+  const char* kernel;  // "tc", "tc-nondeterministic", "tc-decode", "generic", "generic-split", "generic-serial"
   int splits;
   size_t scratch_bytes;  // device memory taken for the call beyond its outputs
 };
@@ -40,6 +44,7 @@ struct Plan {
 struct Options {
   int force_generic;  // 1: the generic kernels everywhere (testing)
   int variant;        // pipeline / tile variant of the tensor-core kernels (FA_TUNE builds; 0 = default)
+  int nondeterministic;  // 1: the backward may add dQ in no fixed order where that is faster (opt-in)
 };
 
 // Scratch allocation on the stream (stream-ordered allocator); returns null on failure.

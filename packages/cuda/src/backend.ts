@@ -44,6 +44,12 @@ export interface CudaBackendOptions {
   forceGeneric?: boolean;
   /** Benchmarks: tensor-core tile-configuration variant (builds made with FLASHATTN_CUDA_TUNE=1). */
   variant?: number;
+  /**
+   * false: the backward may add dQ in no fixed order where that is faster (the fused kernel's plain
+   * float32 reductions, as PyTorch's FLASH backend does), so gradients can differ in their last bits
+   * from call to call (SPEC §4's opt-in). Default true: bit-identical on every call.
+   */
+  deterministic?: boolean;
 }
 
 export interface TimingOptions {
@@ -90,7 +96,7 @@ export interface CudaBackend extends Backend {
   /** The same device memory under another shape of as many elements (no copy; freeing either frees both). */
   view(t: DeviceTensor, shape: readonly number[]): DeviceTensor;
   /** Changes the kernel choice of later calls (testing and benchmarks). */
-  configure(options: Pick<CudaBackendOptions, 'forceGeneric' | 'variant'>): void;
+  configure(options: Pick<CudaBackendOptions, 'forceGeneric' | 'variant' | 'deterministic'>): void;
 }
 
 const DTYPE_CODE: Record<DType, number> = { float32: 0, float16: 1, bfloat16: 2 };
@@ -231,6 +237,12 @@ export async function createCudaBackendWith(
 ): Promise<CudaBackend> {
   const forceGeneric = options.forceGeneric ?? process.env.FLASHATTN_CUDA_FORCE_GENERIC === '1';
   const variant = options.variant ?? 0;
+  const checkDeterministic = (v: unknown): boolean => {
+    if (v !== undefined && typeof v !== 'boolean')
+      fail('INVALID_OPTION', `deterministic must be a boolean (got ${typeof v} ${String(v)})`);
+    return v !== false;
+  };
+  const deterministic = checkDeterministic(options.deterministic);
   let info: NativeDeviceInfo;
   try {
     info = await native.init();
@@ -239,12 +251,21 @@ export async function createCudaBackendWith(
     throw toFlashError(e, 'init');
   }
 
-  const capabilities: Capabilities = { dtypes: [...DTYPES], maxHeadDim: 256, features: [...ALL_FEATURES] };
+  const capabilities: Capabilities = {
+    dtypes: [...DTYPES],
+    maxHeadDim: 256,
+    features: [...ALL_FEATURES],
+    deterministic,
+  };
   const ctx = { capabilities, backend: 'cuda' };
   const token = {};
   let disposed = false;
   let lastPlan: NativePlan | null = null;
-  let extra: NativeDesc = { forceGeneric: forceGeneric ? 1 : 0, variant };
+  let extra: NativeDesc = {
+    forceGeneric: forceGeneric ? 1 : 0,
+    variant,
+    nondeterministic: deterministic ? 0 : 1,
+  };
 
   const alive = () => {
     if (disposed) fail('DISPOSED', 'the cuda backend was disposed');
@@ -522,10 +543,14 @@ export async function createCudaBackendWith(
       return new CudaTensor(ct.dtype, shape, ct.id, token);
     },
 
-    configure(o: Pick<CudaBackendOptions, 'forceGeneric' | 'variant'>): void {
+    configure(o: Pick<CudaBackendOptions, 'forceGeneric' | 'variant' | 'deterministic'>): void {
+      const det =
+        o.deterministic === undefined ? extra.nondeterministic !== 1 : checkDeterministic(o.deterministic);
+      capabilities.deterministic = det;
       extra = {
         forceGeneric: (o.forceGeneric ?? extra.forceGeneric === 1) ? 1 : 0,
         variant: o.variant ?? (extra.variant as number),
+        nondeterministic: det ? 0 : 1,
       };
     },
 

@@ -331,6 +331,34 @@ describe('backend over a stand-in addon', () => {
     await be.dispose();
   });
 
+  it('deterministic: false is an opt-in the addon and the capabilities see; a non-boolean is refused', async () => {
+    const native = new MockNative();
+    expect(await code(createCudaBackendWith(native, { deterministic: 'no' as unknown as boolean }))).toBe(
+      'INVALID_OPTION',
+    );
+    const q = randn([1, 4, 2, 8]);
+    const be = await createCudaBackendWith(native);
+    expect(be.capabilities.deterministic).toBe(true);
+    await be.backward(q, q, q, q, q, new Float32Array(8));
+    expect(native.descs[0].nondeterministic).toBe(0);
+    be.configure({ deterministic: false });
+    expect(be.capabilities.deterministic).toBe(false);
+    await be.backward(q, q, q, q, q, new Float32Array(8));
+    expect(native.descs[1].nondeterministic).toBe(1);
+    be.configure({ variant: 0 });
+    await be.backward(q, q, q, q, q, new Float32Array(8));
+    expect(native.descs[2].nondeterministic).toBe(1);
+    expect(() => be.configure({ deterministic: 1 as unknown as boolean })).toThrow(
+      /deterministic must be a boolean/,
+    );
+    await be.dispose();
+    const nd = await createCudaBackendWith(native, { deterministic: false });
+    expect(nd.capabilities.deterministic).toBe(false);
+    await nd.backward(q, q, q, q, q, new Float32Array(8));
+    expect(native.descs[3].nondeterministic).toBe(1);
+    await nd.dispose();
+  });
+
   it('marks pages reached twice for the serial dK/dV path', async () => {
     const native = new MockNative();
     const be = await createCudaBackendWith(native);
