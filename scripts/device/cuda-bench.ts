@@ -129,6 +129,36 @@ function spreadOf(ms: Float64Array): number {
   return s.length ? (s[s.length - 1] - s[0]) / s[s.length >> 1] : 0;
 }
 
+// Times the backward in the backend's current configuration on a forward's out and lse, and records it.
+async function timeBackwardRow(
+  be: CudaBackend,
+  row: Pick<Row, 'what' | 'dtype' | 'd' | 's' | 'b' | 'hq' | 'causal' | 'variant'>,
+  args: [DeviceTensor, DeviceTensor, DeviceTensor, DeviceTensor, { out: DeviceTensor; lse?: DeviceTensor }],
+): Promise<void> {
+  const [dout, q, k, v, r] = args;
+  const g = await be.timeBackward(
+    dout,
+    q,
+    k,
+    v,
+    r.out,
+    r.lse as DeviceTensor,
+    { causal: row.causal },
+    {
+      warmup: 2,
+      iters,
+    },
+  );
+  const shp = { batch: row.b, headsQ: row.hq, seqQ: row.s, seqK: row.s, headDim: row.d, causal: row.causal };
+  record({
+    ...row,
+    ms: g.median,
+    tflops: backwardFlops(shp) / (g.median * 1e-3) / 1e12,
+    kernel: g.kernel,
+    spread: spreadOf(g.ms),
+  });
+}
+
 // --profile: one forward (bfloat16, d = 128, s = 4096, full) and one decode (bfloat16, sk = 128k)
 // and nothing else, for Nsight Compute (cuda-run.sh profile).
 async function profile(be: CudaBackend): Promise<void> {
@@ -435,29 +465,8 @@ async function main(): Promise<void> {
           // the default's elsewhere), the same data in the same run.
           for (const deterministic of [true, false]) {
             be.configure({ deterministic });
-            const g = await be.timeBackward(
-              dout,
-              q,
-              k,
-              v,
-              r.out,
-              r.lse as DeviceTensor,
-              { causal },
-              { warmup: 2, iters },
-            );
-            record({
-              what: deterministic ? 'backward' : 'backward-nd',
-              dtype,
-              d,
-              s,
-              b,
-              hq,
-              causal,
-              ms: g.median,
-              tflops: backwardFlops(shp) / (g.median * 1e-3) / 1e12,
-              kernel: g.kernel,
-              spread: spreadOf(g.ms),
-            });
+            const what = deterministic ? 'backward' : 'backward-nd';
+            await timeBackwardRow(be, { what, dtype, d, s, b, hq, causal }, [dout, q, k, v, r]);
           }
           be.configure({ deterministic: true });
           be.free(r.out);
@@ -544,31 +553,8 @@ async function main(): Promise<void> {
           const r = await be.forward(q, k, v, { causal, returnLse: true });
           for (const variant of bwdVariants.filter((v) => s === 4096 || v !== 4)) {
             be.configure({ variant });
-            const g = await be.timeBackward(
-              dO4,
-              q,
-              k,
-              v,
-              r.out,
-              r.lse as DeviceTensor,
-              { causal },
-              { warmup: 2, iters },
-            );
-            const shp = { batch: b, headsQ: hq, seqQ: s, seqK: s, headDim: d, causal };
-            record({
-              what: 'bwd-variant',
-              dtype,
-              d,
-              s,
-              b,
-              hq,
-              causal,
-              ms: g.median,
-              tflops: backwardFlops(shp) / (g.median * 1e-3) / 1e12,
-              kernel: g.kernel,
-              variant,
-              spread: spreadOf(g.ms),
-            });
+            const row = { what: 'bwd-variant', dtype, d, s, b, hq, causal, variant };
+            await timeBackwardRow(be, row, [dO4, q, k, v, r]);
           }
           // At s = 16384 the default alone, twice (the causal mask's fixed-point kernel starts there).
           const checked = s === 4096 ? bwdVariants : s === 16384 ? [0] : null;
