@@ -3,6 +3,7 @@
  * resident), median of the timed runs after warm-up. Bundled into .device/cuda-bench.mjs.
  *
  *   node .device/cuda-bench.mjs [--out dir] [--quick] [--iters N] [--backward-only] [--bwd-variants a,b,...]
+ *                               [--bwd-seqs a,b,...]
  *
  * Shapes: 16k tokens in total (b = 16384 / s), hidden 2048 (hq = 2048 / d), d in {64, 128},
  * s in {512 ... 16384}, causal and not, bfloat16 and float16, forward and backward; decode sq = 1,
@@ -34,6 +35,8 @@ const iters = Number(arg('iters', '10'));
 const decodeOnly = process.argv.includes('--decode-only');
 // The backward variants timed and checked beside the default (see the backward section below).
 const bwdVariants = arg('bwd-variants', '0,8,12,14').split(',').map(Number);
+// --bwd-seqs a,b,...: the sequence lengths at which the backward variants are timed (default 1k, 4k, 16k).
+const bwdSeqs = arg('bwd-seqs', '1024,4096,16384').split(',').map(Number);
 // --backward-only: the backward shapes, its variants and its checks; no forward timing, no decode.
 const backwardOnly = process.argv.includes('--backward-only');
 
@@ -485,7 +488,9 @@ async function main(): Promise<void> {
         [64, 8192],
         [64, 16384],
         [128, 1024],
+        [128, 2048],
         [128, 4096],
+        [128, 8192],
         [128, 16384],
       ]) {
         const b = TOKENS / s;
@@ -540,7 +545,7 @@ async function main(): Promise<void> {
           }
           be.configure({ variant: 0 });
         }
-        if (s !== 1024 && s !== 4096 && s !== 16384) continue;
+        if (!bwdSeqs.includes(s)) continue;
         // Backward: the default (two passes) against the fused kernels: run 11's with unordered
         // atomics and 8 warps (variant 4, s = 4096 only) and run 18's FA2-layout kernel (8; 9 its
         // other query-block size; 10-12 with the dQ adds in a fixed order, 13 rotated but unordered;
@@ -556,8 +561,8 @@ async function main(): Promise<void> {
             const row = { what: 'bwd-variant', dtype, d, s, b, hq, causal, variant };
             await timeBackwardRow(be, row, [dO4, q, k, v, r]);
           }
-          // At s = 16384 the default alone, twice (the causal mask's fixed-point kernel starts there).
-          const checked = s === 4096 ? bwdVariants : s === 16384 ? [0] : null;
+          // At s = 8192 and 16384 the default alone, twice (the causal mask's fixed-point kernel runs there).
+          const checked = s === 4096 ? bwdVariants : s === 8192 || s === 16384 ? [0] : null;
           if (!checked) {
             be.configure({ variant: 0 });
             be.free(r.out);

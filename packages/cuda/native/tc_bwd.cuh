@@ -18,7 +18,7 @@
 //    (variant 8) or in a fixed order per query block (10-12). The ordered form is the default at
 //    d = 128 without causal or window mask (fa2_default). Run 20: the dQ as fixed-point integers,
 //    deterministic in any order (FA2_FIX in int64, variant 15; FA2_FIXF in float32 hi / lo parts,
-//    variant 16), the default at d = 128 with the causal mask from s = 16384 (fa2_fix_default).
+//    variant 16), the default at d = 128 with the causal mask from s = 8192 (fa2_fix_default).
 //    Variant 14 forces the two passes where either is the default.
 // D_i = dO_i . O_i comes from the generic dsum kernel.
 #pragma once
@@ -1955,22 +1955,24 @@ inline bool fa2_default(const AttnParams& p) {
 // nothing over the two passes (its turns wait: the key blocks' uneven work runs against the dQ order),
 // while the fixed-point kernel (FA2_FIXF, deterministic, no waiting) trails the unordered one by a
 // steady ~12 % and so passes the two passes once the fused layout's gain grows past that: at s = 16384
-// 11.75 against 12.58 ms (s = 4096: 3.68 against 3.47). So it is the default there: d = 128, causal,
-// no window, dense or key-padded K/V, s >= 16384 (at most 1024 key blocks, its range's limit).
+// 11.75 against 12.58 ms (s = 4096: 3.68 against 3.47; run 20h: s = 8192 6.477 against 6.645). So it is
+// the default there: d = 128, causal, no window, dense or key-padded K/V, s >= 8192 (at most 1024 key
+// blocks, its range's limit).
 inline bool fa2_fix_default(const AttnParams& p) {
-  return p.d > 64 && p.causal && p.wl < 0 && p.wr < 0 && !p.cu_q && !p.cu_k && !p.block_table && p.seq_q >= 16384 &&
-         p.seq_k >= 16384;
+  return p.d > 64 && p.causal && p.wl < 0 && p.wr < 0 && !p.cu_q && !p.cu_k && !p.block_table && p.seq_q >= 8192 &&
+         p.seq_k >= 8192;
 }
 
 // The opt-in unordered dQ (`createCudaBackend({ deterministic: false })`, SPEC §4): the FA2-layout
 // kernel with plain float32 reductions (FA2_FREE, variant 8) where it beat the deterministic default in
-// runs 20c-20e (bfloat16 ms, default / unordered): d = 128 full s = 4096 5.575 / 5.530, 16384 21.41 /
-// 20.69, causal 4096 3.499 / 3.174, 16384 11.75 / 10.42 (s = 1024: 1.648 / 1.713, 1.103 / 1.171, slower);
-// d = 64 from s = 16384 (full 23.70 / 22.97, causal 12.26 / 11.52; at 4096 even). Masks other than
-// causal were not measured: the deterministic kernels run there.
+// runs 20c-20h (bfloat16 ms, default / unordered): d = 128 full s = 2048 2.966 / 2.965, 4096 5.575 /
+// 5.530, 16384 21.41 / 20.69, causal 2048 1.897 / 1.835, 4096 3.499 / 3.174, 16384 11.75 / 10.42
+// (s = 1024: 1.648 / 1.713, 1.103 / 1.171, slower); d = 64 from s = 16384 (full 23.70 / 22.97, causal
+// 12.26 / 11.52; at 4096 and 8192 even). Masks other than causal were not measured: the deterministic
+// kernels run there.
 inline bool fa2_free_default(const AttnParams& p) {
   const long long s = std::min(p.seq_q, p.seq_k);
-  return p.wl < 0 && p.wr < 0 && !p.cu_q && !p.cu_k && !p.block_table && s >= (p.d > 64 ? 4096 : 16384);
+  return p.wl < 0 && p.wr < 0 && !p.cu_q && !p.cu_k && !p.block_table && s >= (p.d > 64 ? 2048 : 16384);
 }
 
 template <typename T, bool EXTRAS>
