@@ -65,7 +65,6 @@ struct AttnParams {
   const void* dout;
   const float* lse_in;
   float* dsum;  // D_i = dO_i . O_i, laid out like lse
-  float* dnorm;  // |dO_i| (2-norm), laid out like lse, when not null (the fixed-point dQ's bound)
   // The fixed-point dQ (tc_bwd.cuh, FA2_FIX): max |K| and max |V_j| (float bits), and a flag set
   // where a dQ contribution fell outside its range; the dQ pass kernel then recomputes dQ.
   unsigned* fix_state;

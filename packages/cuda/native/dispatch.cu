@@ -94,13 +94,6 @@ cudaError_t run_backward(AttnParams p, const DeviceProps& dev, const Options& op
   size_t scratch_bytes = (size_t)std::max<long long>(rows, 1) * sizeof(float);
   const size_t esz = p.dtype == F32 ? 4 : 2;
   const long long kv_elems = (long long)p.total_k * p.hk * p.d;
-  const bool tc = !opt.force_generic && p.dtype != F32 && tc_layout_ok(p) && p.d <= 128 && !pages_shared;
-  if (tc) {
-    // |dO_i| beside D_i: the fixed-point dQ of the fused kernel takes its range from it (tc_bwd.cuh).
-    p.dnorm = static_cast<float*>(scratch.alloc((size_t)std::max<long long>(rows, 1) * sizeof(float)));
-    if (!p.dnorm) return scratch.err;
-    scratch_bytes += (size_t)std::max<long long>(rows, 1) * sizeof(float);
-  }
   cudaError_t e;
   switch (p.dtype) {
     case F32: e = dsum_f32(p, st); break;
@@ -108,6 +101,7 @@ cudaError_t run_backward(AttnParams p, const DeviceProps& dev, const Options& op
     default: e = dsum_bf16(p, st); break;
   }
   if (e != cudaSuccess) return e;
+  const bool tc = !opt.force_generic && p.dtype != F32 && tc_layout_ok(p) && p.d <= 128 && !pages_shared;
   if (tc) {
     plan->kernel = "tc";
     // Keys no sequence reaches (padding, pages no table names) keep a zero gradient; the kernels write

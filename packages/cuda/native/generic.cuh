@@ -281,7 +281,7 @@ __global__ void __launch_bounds__(GEN_THREADS) gen_fwd_kernel(AttnParams p, int 
 // ------------------------------------------------------------------------------------------------
 // Backward helpers.
 
-// D_i = dO_i . O_i (O as stored), laid out like lse, and |dO_i| where p.dnorm asks. One warp per (b, h, i).
+// D_i = dO_i . O_i (O as stored), laid out like lse. One warp per (b, h, i).
 template <typename T>
 __global__ void __launch_bounds__(128) dsum_kernel(AttnParams p) {
   const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
@@ -293,18 +293,10 @@ __global__ void __launch_bounds__(128) dsum_kernel(AttnParams p) {
   const long long o = q_off(p, b, i, h);
   const T* dO = static_cast<const T*>(p.dout) + o;
   const T* O = static_cast<const T*>(p.out) + o;
-  float x = 0.f, n2 = 0.f;
-  for (int c = lane; c < p.d; c += 32) {
-    const float g = to_f(dO[c]);
-    x = fmaf(g, to_f(O[c]), x);
-    n2 = fmaf(g, g, n2);
-  }
+  float x = 0.f;
+  for (int c = lane; c < p.d; c += 32) x = fmaf(to_f(dO[c]), to_f(O[c]), x);
   x = warp_sum(x);
-  if (p.dnorm) n2 = warp_sum(n2);
-  if (lane == 0) {
-    p.dsum[lse_idx(p, b, h, i)] = x;
-    if (p.dnorm) p.dnorm[lse_idx(p, b, h, i)] = sqrtf(n2);
-  }
+  if (lane == 0) p.dsum[lse_idx(p, b, h, i)] = x;
 }
 
 // P~ and dS of one (row, key) pair: P = exp(s - lse) on allowed pairs, P~ = P * w, dS = P (dP w - D) slope.

@@ -1189,6 +1189,16 @@ cudaError_t tc_dq_launch(const AttnParams& p, cudaStream_t st) {
   return cudaGetLastError();
 }
 
+// The default dQ pass (run 14, the default since run 17): two m16 tiles per warp, 128 query rows per
+// CTA; at d = 64 with the deferred dQ product on a 3-stage ring, at d = 128 on 2 stages (its 3-stage
+// form spills). The EXTRAS kernel keeps one m-tile and 2 stages (already at 168 registers with its
+// per-pair modifiers).
+template <typename T, int D, bool EXTRAS> cudaError_t tc_dq_default_launch(const AttnParams& p, cudaStream_t st) {
+  if constexpr (EXTRAS) return tc_dq_launch<T, D, 32, 4, true, 2>(p, st);
+  else if constexpr (D <= 64) return tc_dq_launch<T, D, 32, 4, false, 3, 2>(p, st);
+  else return tc_dq_launch<T, D, 32, 4, false, 2, 2>(p, st);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Fused backward in FA2's layout (run 18; FA_TUNE builds, variants 8-9; no EXTRAS, varlen or paged
 // K/V). One CTA of 8 warps per 128-key block (key head, batch) walks the query blocks of BM rows (last
@@ -1365,13 +1375,21 @@ template <typename T> __global__ void __launch_bounds__(256) tc_kv_bound_kernel(
   }
 }
 
-// f_i of every row into p.fix_rows, once per call (the kernel and the conversion read them).
-template <bool SPLIT> __global__ void __launch_bounds__(256) tc_fix_rows_kernel(AttnParams p) {
+// f_i of every row into p.fix_rows, once per call (the kernel and the conversion read them), from
+// |dO_i| and D_i. One warp per row (no varlen here: rows are (b, h, i) in lse order).
+template <typename T, bool SPLIT> __global__ void __launch_bounds__(256) tc_fix_rows_kernel(AttnParams p) {
   const long long n = (long long)p.batch * p.hq * p.seq_q;
+  const int lane = threadIdx.x & 31;
   const float kmax = __uint_as_float(p.fix_state[0]), vmax = __uint_as_float(p.fix_state[1]);
   const int top = fix_range(p.seq_k, SPLIT).top;
-  for (long long row = blockIdx.x * 256LL + threadIdx.x; row < n; row += (long long)gridDim.x * 256)
-    p.fix_rows[row] = fix_multiplier(p.dnorm[row], p.dsum[row], kmax, vmax, top);
+  for (long long row = (blockIdx.x * 256LL + threadIdx.x) >> 5; row < n; row += (long long)gridDim.x * 8) {
+    const int i = (int)(row % p.seq_q), h = (int)(row / p.seq_q % p.hq), b = (int)(row / ((long long)p.seq_q * p.hq));
+    const T* dO = static_cast<const T*>(p.dout) + q_off(p, b, i, h);
+    float n2 = 0.f;
+    for (int c = lane; c < p.d; c += 32) n2 = fmaf(to_f(dO[c]), to_f(dO[c]), n2);
+    n2 = warp_sum(n2);
+    if (lane == 0) p.fix_rows[row] = fix_multiplier(sqrtf(n2), p.dsum[row], kmax, vmax, top);
+  }
 }
 
 FA_DEV unsigned ld_relaxed_gpu(const unsigned* ptr) {
@@ -1533,8 +1551,6 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
     const int mb = cur_mb;
     const int m0 = mb * BM;
     const int stage = it & 1;
-    const T* Qs = Qs0 + stage * BM * D;
-    const T* dOs = dOs0 + stage * BM * D;
     const float* lse_s = lse_s0 + stage * BM;
     const float* dsum_s = dsum_s0 + stage * BM;
     const float* fmul_s = fmul_s0 + stage * BM;
@@ -1898,14 +1914,13 @@ cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_
     const long long kv_rows = (long long)p.batch * p.hk * p.seq_k;
     const long long per_cta = 8LL * (32 / (p.d / 8));
     tc_kv_bound_kernel<T><<<(unsigned)std::min<long long>(264, (kv_rows + per_cta - 1) / per_cta), 256, 0, st>>>(pf);
-    tc_fix_rows_kernel<FIXF><<<(unsigned)std::min<long long>(264, (rows + 255) / 256), 256, 0, st>>>(pf);
+    tc_fix_rows_kernel<T, FIXF><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(pf);  // a warp per row: latency-bound
     kern<<<grid, 256, smem, st>>>(pf, acc, nullptr);
     tc_dq_convert_kernel<T, FIXF ? DQ_ACC_SPLIT : DQ_ACC_S64><<<264, 256, 0, st>>>(pf, acc);
     e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     pf.run_if = sem + 2;
-    if constexpr (D <= 64) return tc_dq_launch<T, D, 32, 4, false, 3, 2>(pf, st);  // the default dQ passes
-    else return tc_dq_launch<T, D, 32, 4, false, 2, 2>(pf, st);
+    return tc_dq_default_launch<T, D, false>(pf, st);
   }
   if constexpr (ROT) {
     void* args[] = {const_cast<AttnParams*>(&p), &acc, &sem};
@@ -2085,19 +2100,15 @@ cudaError_t tc_backward_t(const AttnParams& p, int variant, bool* unordered, cud
     }
   }
   (void)two_passes;
-  // dQ pass (run 14, the default since run 17): two m16 tiles per warp, 128 query rows per CTA; at
-  // d = 64 with the deferred dQ product on a 3-stage ring, at d = 128 on 2 stages (its 3-stage form
-  // spills). The EXTRAS kernel keeps one m-tile and 2 stages (already at 168 registers with its
-  // per-pair modifiers).
+  // The two passes: dK/dV, then the default dQ pass (tc_dq_default_launch).
   if (p.d <= 64) {
     e = tc_dkdv_launch<T, 64, EXTRAS ? 32 : 64, 4, EXTRAS, 2>(p, st);
     if (e != cudaSuccess) return e;
-    return EXTRAS ? tc_dq_launch<T, 64, 32, 4, EXTRAS, 2>(p, st) : tc_dq_launch<T, 64, 32, 4, EXTRAS, 3, 2>(p, st);
+    return tc_dq_default_launch<T, 64, EXTRAS>(p, st);
   }
   e = tc_dkdv_launch<T, 128, 32, 4, EXTRAS, 2>(p, st);
   if (e != cudaSuccess) return e;
-  return EXTRAS ? tc_dq_launch<T, 128, 32, 4, EXTRAS, 2>(p, st) : tc_dq_launch<T, 128, 32, 4, EXTRAS, 2, 2>(p, st);
-  return e;
+  return tc_dq_default_launch<T, 128, EXTRAS>(p, st);
 }
 
 }  // namespace fa

@@ -544,13 +544,11 @@ export async function createCudaBackendWith(
     },
 
     configure(o: Pick<CudaBackendOptions, 'forceGeneric' | 'variant' | 'deterministic'>): void {
-      const det =
-        o.deterministic === undefined ? extra.nondeterministic !== 1 : checkDeterministic(o.deterministic);
-      capabilities.deterministic = det;
+      capabilities.deterministic = checkDeterministic(o.deterministic ?? capabilities.deterministic);
       extra = {
         forceGeneric: (o.forceGeneric ?? extra.forceGeneric === 1) ? 1 : 0,
         variant: o.variant ?? (extra.variant as number),
-        nondeterministic: det ? 0 : 1,
+        nondeterministic: capabilities.deterministic ? 0 : 1,
       };
     },
 
