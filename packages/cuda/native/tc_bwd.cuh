@@ -1985,10 +1985,12 @@ cudaError_t tc_fa2_launch(const AttnParams& p, cudaStream_t st, size_t* scratch_
 // (+3 % at 1k, +9 % at 4k, +10.5 % at 16k), and loses with the causal mask (-6 to 0 %) and at d = 64
 // (-4 to -8 %); shorter sequences were not measured. So it is the default there, on dense or
 // key-padded K/V, when the key blocks of a key head fit on the SMs at once (its no-deadlock rule;
-// otherwise, and everywhere else, the two passes).
+// otherwise, and everywhere else, the two passes). Run 21b (the reductions without bounds checks): at
+// d = 64 it now beats the two passes from s = 4096 too (full, bfloat16 ms, two passes / ordered: 4096
+// 6.168 / 6.025, 8192 12.055 / 11.640, 16384 23.66 / 23.15; 2048 even, 1024 1.752 / 1.811).
 inline bool fa2_default(const AttnParams& p) {
-  return p.d > 64 && !p.causal && p.wl < 0 && p.wr < 0 && !p.cu_q && !p.cu_k && !p.block_table && p.seq_q >= 1024 &&
-         p.seq_k >= 1024;
+  const long long s = std::min(p.seq_q, p.seq_k);
+  return !p.causal && p.wl < 0 && p.wr < 0 && !p.cu_q && !p.cu_k && !p.block_table && s >= (p.d > 64 ? 1024 : 4096);
 }
 
 // Run 20b's measurement (PERF.md row 20b): with the causal mask at d = 128 the ordered kernel gains
@@ -2007,12 +2009,12 @@ inline bool fa2_fix_default(const AttnParams& p) {
 // kernel with plain float32 reductions (FA2_FREE, variant 8) where it beat the deterministic default in
 // runs 20c-20h (bfloat16 ms, default / unordered): d = 128 full s = 2048 2.966 / 2.965, 4096 5.575 /
 // 5.530, 16384 21.41 / 20.69, causal 2048 1.897 / 1.835, 4096 3.499 / 3.174, 16384 11.75 / 10.42
-// (s = 1024: 1.648 / 1.713, 1.103 / 1.171, slower); d = 64 from s = 16384 (full 23.70 / 22.97, causal
-// 12.26 / 11.52; at 4096 and 8192 even). Masks other than causal were not measured: the deterministic
-// kernels run there.
+// (s = 1024: 1.648 / 1.713, 1.103 / 1.171, slower); d = 64 from s = 4096 since run 21b (full 6.168 /
+// 5.759, causal 3.386 / 3.248; 16384: 23.66 / 21.44, 12.25 / 10.83; at 2048 causal 1.888 / 1.915).
+// Masks other than causal were not measured: the deterministic kernels run there.
 inline bool fa2_free_default(const AttnParams& p) {
   const long long s = std::min(p.seq_q, p.seq_k);
-  return p.wl < 0 && p.wr < 0 && !p.cu_q && !p.cu_k && !p.block_table && s >= (p.d > 64 ? 2048 : 16384);
+  return p.wl < 0 && p.wr < 0 && !p.cu_q && !p.cu_k && !p.block_table && s >= (p.d > 64 ? 2048 : 4096);
 }
 
 template <typename T, bool EXTRAS>
@@ -2116,7 +2118,8 @@ cudaError_t tc_backward_t(const AttnParams& p, int variant, bool* unordered, cud
       return e;
     }
     if (!two_passes && fa2_default(p)) {
-      e = tc_fa2_launch<T, 128, 64, FA2_ORD_WARP>(p, st, scratch_bytes);
+      e = p.d <= 64 ? tc_fa2_launch<T, 64, 128, FA2_ORD_WARP>(p, st, scratch_bytes)
+                    : tc_fa2_launch<T, 128, 64, FA2_ORD_WARP>(p, st, scratch_bytes);
       if (e != cudaErrorNotSupported) return e;
     }
     if (!two_passes && fa2_fix_default(p)) {
