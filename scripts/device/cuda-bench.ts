@@ -39,6 +39,16 @@ const bwdVariants = arg('bwd-variants', '0,8,12,14').split(',').map(Number);
 const bwdSeqs = arg('bwd-seqs', '1024,4096,16384').split(',').map(Number);
 // --backward-only: the backward shapes, its variants and its checks; no forward timing, no decode.
 const backwardOnly = process.argv.includes('--backward-only');
+// --dims a,b,...: the head dims of the forward / backward shapes (default 64,128).
+const dims = arg('dims', '64,128').split(',').map(Number);
+// --main-only: those shapes (both options of `deterministic`) and nothing else: no variants, no checks,
+// no float32, no decode; above d = 128 also the generic backward at s = 2048, the path it replaced.
+const mainOnly = process.argv.includes('--main-only');
+// --main-variants a,b,...: those shapes timed with each tuning variant (forward and the deterministic
+// backward; rows carry the variant), default the default kernels only.
+const mainVariants = arg('main-variants', '0').split(',').map(Number);
+// --seqs a,b,...: the sequence lengths of those shapes (default 512 ... 16384, --quick 1024 and 4096).
+const seqsArg = arg('seqs', '');
 
 function bitsToF32(dtype: string, bits: Uint16Array): Float32Array {
   const out = new Float32Array(bits.length);
@@ -416,7 +426,7 @@ async function main(): Promise<void> {
   if (process.argv.includes('--profile')) return profile(be);
   if (process.argv.includes('--profile-bwd')) return profileBackward(be);
   if (process.argv.includes('--profile-decode')) return profileDecode(be);
-  const fixVariants = bwdVariants.filter((v) => v === 15 || v === 16);
+  const fixVariants = mainOnly ? [] : bwdVariants.filter((v) => v === 15 || v === 16);
   if (fixVariants.length) await fixChecks(be, fixVariants);
 
   // Copy bandwidth (bytes read + bytes written per second).
@@ -430,8 +440,11 @@ async function main(): Promise<void> {
 
   const TOKENS = 16384;
   const HIDDEN = 2048;
-  const seqs = quick ? [1024, 4096] : [512, 1024, 2048, 4096, 8192, 16384];
-  const dims = [64, 128];
+  const seqs = seqsArg
+    ? seqsArg.split(',').map(Number)
+    : quick
+      ? [1024, 4096]
+      : [512, 1024, 2048, 4096, 8192, 16384];
   const dtypes: DType[] = ['bfloat16', 'float16'];
   for (const dtype of decodeOnly ? [] : dtypes) {
     const n = [1, TOKENS, HIDDEN / 128, 128];
@@ -447,38 +460,58 @@ async function main(): Promise<void> {
         const [q, k, v, dout] = [Q, K, V, dO].map((t) => be.view(t, shape));
         for (const causal of [false, true]) {
           const shp = { batch: b, headsQ: hq, seqQ: s, seqK: s, headDim: d, causal };
-          if (!backwardOnly) {
-            const f = await be.timeForward(q, k, v, { causal }, { warmup: 3, iters });
-            record({
-              what: 'forward',
-              dtype,
-              d,
-              s,
-              b,
-              hq,
-              causal,
-              ms: f.median,
-              tflops: forwardFlops(shp) / (f.median * 1e-3) / 1e12,
-              kernel: f.kernel,
-              spread: spreadOf(f.ms),
-            });
+          for (const variant of mainVariants) {
+            be.configure({ variant });
+            const tag = mainVariants.length > 1 ? { variant } : {};
+            if (!backwardOnly) {
+              const f = await be.timeForward(q, k, v, { causal }, { warmup: 3, iters });
+              record({
+                what: 'forward',
+                dtype,
+                d,
+                s,
+                b,
+                hq,
+                causal,
+                ms: f.median,
+                tflops: forwardFlops(shp) / (f.median * 1e-3) / 1e12,
+                kernel: f.kernel,
+                spread: spreadOf(f.ms),
+                ...tag,
+              });
+            }
+            const r = await be.forward(q, k, v, { causal, returnLse: true });
+            // The default, then the opt-in `deterministic: false` (its kernel where that is faster,
+            // the default's elsewhere), the same data in the same run.
+            for (const deterministic of variant === 0 ? [true, false] : [true]) {
+              be.configure({ deterministic });
+              const what = deterministic ? 'backward' : 'backward-nd';
+              await timeBackwardRow(be, { what, dtype, d, s, b, hq, causal, ...tag }, [dout, q, k, v, r]);
+            }
+            be.configure({ deterministic: true, variant: 0 });
+            be.free(r.out);
+            if (r.lse) be.free(r.lse);
           }
-          const r = await be.forward(q, k, v, { causal, returnLse: true });
-          // The default, then the opt-in `deterministic: false` (its kernel where that is faster,
-          // the default's elsewhere), the same data in the same run.
-          for (const deterministic of [true, false]) {
-            be.configure({ deterministic });
-            const what = deterministic ? 'backward' : 'backward-nd';
-            await timeBackwardRow(be, { what, dtype, d, s, b, hq, causal }, [dout, q, k, v, r]);
-          }
-          be.configure({ deterministic: true });
-          be.free(r.out);
-          if (r.lse) be.free(r.lse);
         }
       }
     }
+    if (mainOnly) {
+      be.configure({ forceGeneric: true });
+      for (const d of dims.filter((x) => x > 128)) {
+        const s = 2048;
+        const b = TOKENS / s;
+        const hq = HIDDEN / d;
+        const [q, k, v, dout] = [Q, K, V, dO].map((t) => be.view(t, [b, s, hq, d]));
+        const r = await be.forward(q, k, v, { returnLse: true });
+        const row = { what: 'bwd-generic', dtype, d, s, b, hq, causal: false };
+        await timeBackwardRow(be, row, [dout, q, k, v, r]);
+        be.free(r.out);
+        if (r.lse) be.free(r.lse);
+      }
+      be.configure({ forceGeneric: false });
+    }
     // Tile variants of the tensor-core forward (FA_TUNE builds), bfloat16 only.
-    if (dtype === 'bfloat16') {
+    if (dtype === 'bfloat16' && !mainOnly) {
       // d = 64 at every length: its default tile depends on the length and the mask (run 12).
       for (const [d, s] of [
         [64, 512],
@@ -606,7 +639,7 @@ async function main(): Promise<void> {
       }
       // The generic (CUDA-core) kernels on the same data, for reference.
       be.configure({ forceGeneric: true });
-      for (const d of backwardOnly ? [] : [64, 128]) {
+      for (const d of backwardOnly || mainOnly ? [] : [64, 128]) {
         const s = 2048;
         const b = TOKENS / s;
         const hq = HIDDEN / d;
@@ -632,7 +665,7 @@ async function main(): Promise<void> {
   }
 
   // float32 (the generic kernels): one shape.
-  if (!backwardOnly) {
+  if (!backwardOnly && !mainOnly) {
     const d = 128;
     const s = 2048;
     const b = 2;
@@ -662,7 +695,7 @@ async function main(): Promise<void> {
 
   // Decode: sq = 1, hq = 32, hk = 8, d = 128, bfloat16 and float16; GB/s of K and V read. The
   // default kernel first, then (bfloat16) the tuning variants and the generic CUDA-core decode.
-  for (const dtype of backwardOnly ? [] : dtypes) {
+  for (const dtype of backwardOnly || mainOnly ? [] : dtypes) {
     for (const sk of [4096, 32768, 65536, 131072]) {
       const b = 1;
       const q = (await be.upload(randomTensor(dtype, [b, 1, 32, 128], 31))) as DeviceTensor;

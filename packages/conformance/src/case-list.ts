@@ -428,6 +428,23 @@ export function conformanceCases(options: CaseListOptions = {}): ConformanceCase
   for (const d of [1, 8, 31, 64, 80, 128, 256])
     add(fwd(`head dim ${d}`, { batch: 2, sq: 17, sk: 23, hq: 2, hk: 2, d }));
   for (const d of [1, 31, 64, 128, 256]) add(bwd(`head dim ${d}`, { sq: 13, sk: 19, hq: 2, hk: 1, d }));
+  // Head dims above 128 across several blocks of every tile, with the mask's edges and the per-pair
+  // extras (a tensor-core backward pads them to 256 and may split its work differently there).
+  add(
+    fwd('head dim 256, several blocks, causal GQA', { sq: 150, sk: 170, hq: 4, hk: 2, d: 256, causal: true }),
+    fwd('head dim 192, several blocks, window', { sq: 140, sk: 130, hq: 2, hk: 1, d: 192, window: [40, 9] }),
+    bwd('head dim 256, several blocks, causal GQA', { sq: 90, sk: 110, hq: 4, hk: 2, d: 256, causal: true }),
+    bwd('head dim 160, several blocks, softcap and dropout', {
+      sq: 70,
+      sk: 83,
+      hq: 2,
+      hk: 1,
+      d: 160,
+      softcap: 5,
+      magnitude: 3,
+      dropout: { p: 0.1, seed: 31 },
+    }),
+  );
 
   // Lengths: 1, 17, 113, ~1000; sq != sk both ways.
   add(

@@ -45,6 +45,7 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "test-output"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--dims", default="64,128", help="head dims, comma-separated")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     dev = torch.device("cuda")
@@ -64,7 +65,7 @@ def main():
     seqs = [1024, 4096] if a.quick else [512, 1024, 2048, 4096, 8192, 16384]
     backends = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
     for dtype_name, dtype in (("bfloat16", torch.bfloat16), ("float16", torch.float16)):
-        for d in (64, 128):
+        for d in [int(x) for x in a.dims.split(",")]:
             for s in seqs:
                 b = 16384 // s
                 hq = 2048 // d

@@ -101,7 +101,7 @@ cudaError_t run_backward(AttnParams p, const DeviceProps& dev, const Options& op
     default: e = dsum_bf16(p, st); break;
   }
   if (e != cudaSuccess) return e;
-  const bool tc = !opt.force_generic && p.dtype != F32 && tc_layout_ok(p) && p.d <= 128 && !pages_shared;
+  const bool tc = !opt.force_generic && p.dtype != F32 && tc_layout_ok(p) && p.d <= 256 && !pages_shared;
   if (tc) {
     plan->kernel = "tc";
     // Keys no sequence reaches (padding, pages no table names) keep a zero gradient; the kernels write

@@ -1,4 +1,4 @@
-// FlashAttention-2 backward on tensor cores, float16/bfloat16, head dims up to 128, deterministic.
+// FlashAttention-2 backward on tensor cores, float16/bfloat16, head dims up to 256, deterministic.
 // dK/dV: one CTA per (key block, key head, batch); each warp owns 16 keys and computes S^T = K Q^T and
 // dP^T = V dO^T with keys as the M dimension, so P^T and dS^T land in registers already laid out as A
 // fragments for dV += P~^T dO and dK += dS^T Q. The CTA loops over the query blocks (last first) and,
@@ -20,6 +20,8 @@
 //    deterministic in any order (FA2_FIX in int64, variant 15; FA2_FIXF in float32 hi / lo parts,
 //    variant 16), the default at d = 128 with the causal mask from s = 8192 (fa2_fix_default).
 //    Variant 14 forces the two passes where either is the default.
+//  - Head dims 129-256 (run 22, tc_backward_d256): the two passes, the dK/dV pass split into a dV
+//    launch and a dK launch (DkdvPart), single-buffered tiles under 99 KB of shared memory.
 // D_i = dO_i . O_i comes from the generic dsum kernel.
 #pragma once
 #include <algorithm>
@@ -89,9 +91,15 @@ FA_DEV void load_kv_block(const AttnParams& p, T* Ks, T* Vs, int b, int hkv, int
   }
 }
 
+// Which of dK and dV a dK/dV kernel computes. Above d = 128 the pass runs as two launches, PART_DV (S,
+// P and dV) and PART_DK (S, dP, dS and dK): both accumulators of a warp's 16 keys x 256 columns would
+// take 256 registers. The split computes S twice: 5 products per block pair instead of 4.
+enum DkdvPart : int { PART_DK = 1, PART_DV = 2, PART_BOTH = 3 };
+
 // One m16 tile of dK (times scale) and dV from the accumulators (rows j and j + 8 of lane group g, n8
-// tiles dt0 ... of d), in the output dtype; rows past sk and columns past d are not written.
-template <typename T, int NT>
+// tiles dt0 ... of d), in the output dtype; rows past sk and columns past d are not written. PART: which
+// of the two.
+template <typename T, int NT, int PART = PART_BOTH>
 FA_DEV void store_dkdv_tile(const AttnParams& p, const float (&dk)[NT][4], const float (&dv)[NT][4], int b, int hkv,
                             int j, int sk, int dt0, int tq) {
   T* dkb = static_cast<T*>(p.dk);
@@ -104,8 +112,10 @@ FA_DEV void store_dkdv_tile(const AttnParams& p, const float (&dk)[NT][4], const
     for (int dt = 0; dt < NT; dt++) {
       const int c = (dt0 + dt) * 8 + tq * 2;
       if (c < p.d) {
-        *reinterpret_cast<uint32_t*>(dkb + o + c) = pack2<T>(dk[dt][2 * hf] * p.scale, dk[dt][2 * hf + 1] * p.scale);
-        *reinterpret_cast<uint32_t*>(dvb + o + c) = pack2<T>(dv[dt][2 * hf], dv[dt][2 * hf + 1]);
+        if constexpr ((PART & PART_DK) != 0)
+          *reinterpret_cast<uint32_t*>(dkb + o + c) = pack2<T>(dk[dt][2 * hf] * p.scale, dk[dt][2 * hf + 1] * p.scale);
+        if constexpr ((PART & PART_DV) != 0)
+          *reinterpret_cast<uint32_t*>(dvb + o + c) = pack2<T>(dv[dt][2 * hf], dv[dt][2 * hf + 1]);
       }
     }
   }
@@ -132,8 +142,8 @@ FA_DEV void live_query_blocks(const AttnParams& p, int sq, int sk, int n0, int& 
 
 // STAGES = 2: the next query block's Q, dO, lse and D load while this one is computed.
 // DQ != DQ_NONE: dq_acc is float32 [lse rows][d] scratch, dq_sem one counter per (batch, head, query
-// block), zeroed before the launch (DQ_ORDERED).
-template <typename T, int D, int BM, int NW, bool EXTRAS, int STAGES, int DQ = DQ_NONE>
+// block), zeroed before the launch (DQ_ORDERED). PART: dK, dV or both (DkdvPart).
+template <typename T, int D, int BM, int NW, bool EXTRAS, int STAGES, int DQ = DQ_NONE, int PART = PART_BOTH>
 __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, float* dq_acc, unsigned* dq_sem) {
   constexpr int BN = 16 * NW;
   constexpr int NT = NW * 32;
@@ -141,6 +151,8 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
   constexpr int ND = D / 8;
   constexpr int NS = STAGES < 2 ? 1 : 2;
   static_assert(DQ == DQ_NONE || (!EXTRAS && STAGES == 2), "the fused dQ is built for the plain pipelined kernel");
+  static_assert(DQ == DQ_NONE || PART == PART_BOTH, "the fused dQ needs dS");
+  constexpr bool WANT_DK = (PART & PART_DK) != 0, WANT_DV = (PART & PART_DV) != 0;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* Ks = reinterpret_cast<T*>(smem_raw);
   T* Vs = Ks + BN * D;
@@ -292,7 +304,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
       // the same loop: alone, each product is NBM accumulator chains D / 16 deep, too few independent
       // mma for 2 warps per scheduler (Nsight, run 11: HMMA pipe 41 % busy in this kernel, "wait" the
       // largest stall; the dQ pass, which interleaves its S and dP, 52 %).
-      constexpr bool SDP = !EXTRAS;
+      constexpr bool SDP = !EXTRAS && WANT_DK;
       float st[NBM][4], dpt[NBM][4];
 #pragma unroll
       for (int nt = 0; nt < NBM; nt++)
@@ -371,7 +383,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
       }
       // dV += P~^T dO.
 #pragma unroll
-      for (int kk = 0; kk < BM / 16; kk++) {
+      for (int kk = 0; kk < (WANT_DV ? BM / 16 : 0); kk++) {
         float pt[2][4];
 #pragma unroll
         for (int u = 0; u < 2; u++)
@@ -391,9 +403,9 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
           mma16816<T>(dv[dt + 1], a, bb + 2);
         }
       }
-      // dP^T = V dO^T (here unless computed with S^T above).
+      // dP^T = V dO^T (here unless computed with S^T above, or not needed).
 #pragma unroll
-      for (int ks = 0; ks < (SDP ? 0 : D / 16); ks++) {
+      for (int ks = 0; ks < (SDP || !WANT_DK ? 0 : D / 16); ks++) {
         uint32_t a[4];
         if constexpr (KREG) {
 #pragma unroll
@@ -411,7 +423,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
       }
       // dS^T = P (dP w - D) slope, in place in st.
 #pragma unroll
-      for (int nt = 0; nt < NBM; nt++)
+      for (int nt = 0; nt < (WANT_DK ? NBM : 0); nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int ic = nt * 8 + tq * 2 + (e & 1);
@@ -431,7 +443,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
       }
       // dK += dS^T Q.
 #pragma unroll
-      for (int kk = 0; kk < BM / 16; kk++) {
+      for (int kk = 0; kk < (WANT_DK ? BM / 16 : 0); kk++) {
         uint32_t a[4];
         acc_to_a<T>(a, st[2 * kk], st[2 * kk + 1]);
 #pragma unroll
@@ -523,7 +535,7 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dkdv_kernel(AttnParams p, floa
     }
   }
   cp_async_wait<0>();
-  store_dkdv_tile<T, ND>(p, dk, dv, b, hkv, jr[0], sk, 0, tq);
+  store_dkdv_tile<T, ND, PART>(p, dk, dv, b, hkv, jr[0], sk, 0, tq);
 }
 
 FA_DEV void bar_sync_n(int id, int n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
@@ -887,8 +899,8 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
   }
   // QREG: this warp's rows of Q and dO stay in registers as A fragments (2 * MT * D / 4 registers)
   // instead of 2 * MT * D / 16 ldmatrix per key block, a quarter of the pass's shared-memory reads
-  // at MT = 1 (run 9).
-  constexpr bool QREG = !EXTRAS && (MT == 1 || D <= 64);
+  // at MT = 1 (run 9). Not at d = 256, where they would take 128 registers next to dQ's 128.
+  constexpr bool QREG = !EXTRAS && D <= 128 && (MT == 1 || D <= 64);
   uint32_t qa[QREG ? MT : 1][QREG ? D / 16 : 1][4], oa[QREG ? MT : 1][QREG ? D / 16 : 1][4];
   if constexpr (QREG) {
     if (nb_lo < nb_hi) {
@@ -1083,14 +1095,14 @@ __global__ void __launch_bounds__(NW * 32) tc_bwd_dq_kernel(AttnParams p) {
     }
 }
 
-template <typename T, int D, int BM, int NW, bool EXTRAS, int STAGES, int DQ = DQ_NONE>
+template <typename T, int D, int BM, int NW, bool EXTRAS, int STAGES, int DQ = DQ_NONE, int PART = PART_BOTH>
 cudaError_t tc_dkdv_launch(const AttnParams& p, cudaStream_t st, float* dq_acc = nullptr, unsigned* dq_sem = nullptr) {
   constexpr int BN = 16 * NW;
   constexpr int NS = STAGES < 2 ? 1 : 2;
   constexpr size_t smem = (size_t)(2 * BN + 2 * NS * BM + (DQ == DQ_NONE ? 0 : BM * BN / D)) * D * sizeof(T) +
                           3 * NS * BM * sizeof(float);
   static_assert(DQ == DQ_NONE || (BM * BN) % D == 0, "dS tile in whole rows of D");
-  auto kern = tc_bwd_dkdv_kernel<T, D, BM, NW, EXTRAS, STAGES, DQ>;
+  auto kern = tc_bwd_dkdv_kernel<T, D, BM, NW, EXTRAS, STAGES, DQ, PART>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -2017,11 +2029,48 @@ inline bool fa2_free_default(const AttnParams& p) {
   return p.wl < 0 && p.wr < 0 && !p.cu_q && !p.cu_k && !p.block_table && s >= (p.d > 64 ? 2048 : 4096);
 }
 
+// Head dims 129-256 (tiles padded to 256): the two passes, the dK/dV pass split in two launches
+// (DkdvPart). Single-buffered so that each kernel's shared memory stays under 99 KB (dK/dV: 64 keys
+// against 32-row query blocks, 96.4 KB, or 16-row ones with the per-pair extras, which spill 108 B at
+// 32; dQ: 64 rows against 32-key blocks, 96 KB): it then runs on
+// every sm_80+ part (sm_86 and sm_89 allow 99 KB per block), and on A100 / H100 two CTAs share an SM,
+// one's loads overlapping the other's products.
+template <typename T, bool EXTRAS> cudaError_t tc_backward_d256(const AttnParams& p, int variant, cudaStream_t st) {
+  (void)variant;
+  constexpr int BM = EXTRAS ? 16 : 32;
+  cudaError_t e;
+#ifdef FA_TUNE
+  // Run 22b (float16 ms at s = 4096 full / 16384 causal; the default 8.396 / 16.70): 1 = the dK/dV
+  // launches with 8 warps (128 keys, 160 KB: one Q / dO load serves twice the keys; 9.808 / 19.24),
+  // 2 = the dQ pass with 8 warps (128 rows, 160 KB; 9.103 / 17.81), 3 = both (10.39 / 20.22). One CTA
+  // of 8 warps per SM loses to two of 4: a CTA's barrier and single-buffered loads stall all of its
+  // warps, the second CTA's keep the tensor cores busy.
+  if constexpr (!EXTRAS) {
+    if (variant >= 1 && variant <= 3) {
+      if (variant & 1) {
+        e = tc_dkdv_launch<T, 256, BM, 8, EXTRAS, 1, DQ_NONE, PART_DV>(p, st);
+        if (e == cudaSuccess) e = tc_dkdv_launch<T, 256, BM, 8, EXTRAS, 1, DQ_NONE, PART_DK>(p, st);
+      } else {
+        e = tc_dkdv_launch<T, 256, BM, 4, EXTRAS, 1, DQ_NONE, PART_DV>(p, st);
+        if (e == cudaSuccess) e = tc_dkdv_launch<T, 256, BM, 4, EXTRAS, 1, DQ_NONE, PART_DK>(p, st);
+      }
+      if (e != cudaSuccess) return e;
+      return variant & 2 ? tc_dq_launch<T, 256, 32, 8, EXTRAS, 1>(p, st) : tc_dq_launch<T, 256, 32, 4, EXTRAS, 1>(p, st);
+    }
+  }
+#endif
+  e = tc_dkdv_launch<T, 256, BM, 4, EXTRAS, 1, DQ_NONE, PART_DV>(p, st);
+  if (e == cudaSuccess) e = tc_dkdv_launch<T, 256, BM, 4, EXTRAS, 1, DQ_NONE, PART_DK>(p, st);
+  if (e == cudaSuccess) e = tc_dq_launch<T, 256, 32, 4, EXTRAS, 1>(p, st);
+  return e;
+}
+
 template <typename T, bool EXTRAS>
 cudaError_t tc_backward_t(const AttnParams& p, int variant, bool* unordered, cudaStream_t st, size_t* scratch_bytes) {
   (void)variant;
   const bool allow_unordered = *unordered;
   *unordered = false;
+  if (p.d > 128) return tc_backward_d256<T, EXTRAS>(p, variant, st);
   cudaError_t e;
   bool two_passes = false;  // variant 14: the two passes where the FA2-layout kernel is the default
 #ifdef FA_TUNE

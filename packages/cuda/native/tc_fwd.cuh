@@ -388,7 +388,24 @@ template <typename T, bool EXTRAS> cudaError_t tc_forward_t(const AttnParams& p,
     if constexpr (EXTRAS) return tc_fwd_launch<T, 128, 128, 32, 4, EXTRAS, 3>(p, st);
     else return tc_fwd_launch<T, 128, 128, 64, 4, EXTRAS, 2>(p, st);
   }
-  return tc_fwd_launch<T, 256, 64, 32, 4, EXTRAS, 2>(p, st);
+#ifdef FA_TUNE
+  // d = 256 (run 22b, float16 ms at s = 4096 full / 16384 causal; the default 1.786 / 3.645): 1 = 64 x 32
+  // with two stages (the default before run 22; 2.054 / 3.990), 2 = 128 x 64 with 8 warps, single
+  // buffer (128 KB; 1.967 / 3.818), 3 = 128 x 32 with 8 warps, two stages (128 KB; 2.312 / 4.479),
+  // 4 = 64 x 32, single buffer (64 KB; 2.146 / 4.176).
+  if constexpr (!EXTRAS) {
+    if (variant == 1) return tc_fwd_launch<T, 256, 64, 32, 4, EXTRAS, 2>(p, st);
+    if (variant == 2) return tc_fwd_launch<T, 256, 128, 64, 8, EXTRAS, 1>(p, st);
+    if (variant == 3) return tc_fwd_launch<T, 256, 128, 32, 8, EXTRAS, 2>(p, st);
+    if (variant == 4) return tc_fwd_launch<T, 256, 64, 32, 4, EXTRAS, 1>(p, st);
+  }
+#endif
+  // d <= 256: 64 x 64 tiles, single buffer (96 KB: two CTAs per SM, one's loads under the other's
+  // products), since run 22: +12-15 % over 64 x 32 with two stages (96 KB too), which halves the keys
+  // per online-softmax step and so doubles the rescales of the 128 O registers per thread. The extras
+  // keep 64 x 32 (not measured with 64 x 64).
+  if constexpr (EXTRAS) return tc_fwd_launch<T, 256, 64, 32, 4, EXTRAS, 2>(p, st);
+  else return tc_fwd_launch<T, 256, 64, 64, 4, EXTRAS, 1>(p, st);
 }
 
 }  // namespace fa
