@@ -900,8 +900,10 @@ function fwdItem(scratch: usize, b: i32, h: i32, qb: i32): void {
       const sp = Sp + <usize>pn * sPanel;
       const loV = v128.load(loArr + (<usize>pn << 4));
       const hiV = v128.load(hiArr + (<usize>pn << 4));
-      const loMax = i32x4.extract_lane(i32x4.max_s(loV, i32x4.shuffle(loV, loV, 2, 3, 0, 1)), 0);
-      const loMax2 = max(loMax, i32x4.extract_lane(i32x4.max_s(loV, i32x4.shuffle(loV, loV, 1, 0, 3, 2)), 0));
+      // The largest lo of the four rows (lanes 0/2 and 1/3, then the two): every lane counts, since a
+      // block that only row 3's left window cuts still needs the mask.
+      const loPairs = i32x4.max_s(loV, i32x4.shuffle(loV, loV, 2, 3, 0, 1));
+      const loMax = i32x4.extract_lane(i32x4.max_s(loPairs, i32x4.shuffle(loPairs, loPairs, 1, 0, 3, 2)), 0);
       const hiMin = min(
         min(i32x4.extract_lane(hiV, 0), i32x4.extract_lane(hiV, 1)),
         min(i32x4.extract_lane(hiV, 2), i32x4.extract_lane(hiV, 3)),
@@ -950,7 +952,7 @@ function fwdItem(scratch: usize, b: i32, h: i32, qb: i32): void {
           }
         }
       }
-      const full = loMax2 <= j0 && hiMin >= j0 + cols;
+      const full = loMax <= j0 && hiMin >= j0 + cols;
       if (full) {
         for (let c = cols; c < colsPad; c++) v128.store(sp + (<usize>c << 4), negInf);
       } else {
