@@ -1493,6 +1493,7 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
   const uint32_t pAt = FragAddr<BN>::b(smem_u32(Ps), lane) ^ ((kw >> 4) << 5);
   constexpr uint32_t DS_BYTES = BM * BN * 2;     // dSs - Ps
   constexpr uint32_t STAGE_BYTES = BM * D * 2;  // one stage of Q or dO
+  constexpr int STAGE_ELEMS = BM * D;
 
   float dk[2][NDK][4], dv[2][NDK][4];
 #pragma unroll
@@ -1527,16 +1528,43 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
       }
     }
   };
+  // Q and dO of a step. This kernel's layout is dense (no varlen), so the block's offset is a sum of
+  // CTA-uniform products and the thread's part (its row and 16-byte chunk) never changes: a whole
+  // block at d = D takes one 64-bit add per chunk and no row checks. Through the general strided
+  // loader (row checks, address selects, element-to-byte shifts, q_off's varlen test) the loads were
+  // ~130 instructions per warp-step, most of the loop head (run 21's SASS). Run 23a, this path in
+  // every form: the ordered ones +1.5-2.4 %, the fixed-point and unordered ones -1.5-4 % (noise
+  // ~0.8 %); run 23b, here in the ordered forms only (and the dense offsets everywhere): ordered
+  // +0.6-2.4 %, fixed point at d = 128 +2.3-3.3 %, unordered within 0.5 %. Register allocation, not
+  // the instruction count, decides the last few per cent here.
+  constexpr bool WHOLE_Q = ORD;
+  constexpr int CPR = D / 8, RS = NT / CPR;  // chunks per row, rows per pass
+  static_assert(BM % RS == 0 && RS % 8 == 0, "whole passes, each with the swizzle of its first row");
+  const int lrow = tid / CPR, lchunk = tid % CPR;
   auto load_q = [&](int mbv, int gv, int stage) {
     const int h = hkv * G + gv;
     const int m0 = mbv * BM;
-    const long long qo = q_off(p, b, m0, h);
-    tc_load_tile_strided<T, D, NT, BM>(Qs0 + stage * BM * D, sq - m0, d, qbase + qo, p.q_ss);
-    tc_load_tile_strided<T, D, NT, BM>(dOs0 + stage * BM * D, sq - m0, d, obase + qo, p.q_ss);
+    const long long qo = (long long)b * p.q_sb + (long long)m0 * p.q_ss + (long long)h * p.q_sh;
+    if (WHOLE_Q && m0 + BM <= sq && d == D) {
+      const long long thr = qo + (long long)lrow * p.q_ss + lchunk * 8;
+      const T* qs = qbase + thr;
+      const T* os = obase + thr;
+      T* qd = Qs0 + stage * BM * D + swz<D>(lrow, lchunk * 8);
+#pragma unroll
+      for (int i = 0; i < BM / RS; i++) {
+        // RS is a multiple of 8, so every pass has the swizzle of row lrow.
+        const long long step = (long long)i * RS * p.q_ss;
+        cp_async16_full(qd + i * RS * D, qs + step);
+        cp_async16_full(qd + 2 * STAGE_ELEMS + i * RS * D, os + step);
+      }
+    } else {
+      tc_load_tile_strided<T, D, NT, BM>(Qs0 + stage * BM * D, sq - m0, d, qbase + qo, p.q_ss);
+      tc_load_tile_strided<T, D, NT, BM>(dOs0 + stage * BM * D, sq - m0, d, obase + qo, p.q_ss);
+    }
     for (int r = tid; r < BM; r += NT) {
       const int i = m0 + r;
       const bool ok = i < sq;
-      const long long li = ok ? lse_idx(p, b, h, i) : 0;
+      const long long li = ok ? ((long long)b * p.hq + h) * p.seq_q + i : 0;  // lse_idx without varlen
       cp_async4(lse_s0 + stage * BM + r, p.lse_in + li, ok ? 4 : 0);
       cp_async4(dsum_s0 + stage * BM + r, p.dsum + li, ok ? 4 : 0);
       if constexpr (FIX) cp_async4(fmul_s0 + stage * BM + r, p.fix_rows + li, ok ? 4 : 0);
