@@ -49,6 +49,9 @@ const mainOnly = process.argv.includes('--main-only');
 const mainVariants = arg('main-variants', '0').split(',').map(Number);
 // --seqs a,b,...: the sequence lengths of those shapes (default 512 ... 16384, --quick 1024 and 4096).
 const seqsArg = arg('seqs', '');
+// --softcap X: those shapes with a softcap (the per-element path; SDPA has no softcap to compare with).
+const softcap = Number(arg('softcap', '0'));
+const mainOpts = softcap > 0 ? { softcap } : {};
 
 function bitsToF32(dtype: string, bits: Uint16Array): Float32Array {
   const out = new Float32Array(bits.length);
@@ -126,6 +129,7 @@ interface Row {
   kernel: string;
   variant?: number;
   spread?: number;
+  softcap?: number;
 }
 
 const rows: Row[] = [];
@@ -145,7 +149,7 @@ function spreadOf(ms: Float64Array): number {
 // Times the backward in the backend's current configuration on a forward's out and lse, and records it.
 async function timeBackwardRow(
   be: CudaBackend,
-  row: Pick<Row, 'what' | 'dtype' | 'd' | 's' | 'b' | 'hq' | 'causal' | 'variant'>,
+  row: Pick<Row, 'what' | 'dtype' | 'd' | 's' | 'b' | 'hq' | 'causal' | 'variant' | 'softcap'>,
   args: [DeviceTensor, DeviceTensor, DeviceTensor, DeviceTensor, { out: DeviceTensor; lse?: DeviceTensor }],
 ): Promise<void> {
   const [dout, q, k, v, r] = args;
@@ -156,7 +160,7 @@ async function timeBackwardRow(
     v,
     r.out,
     r.lse as DeviceTensor,
-    { causal: row.causal },
+    { causal: row.causal, ...(row.softcap ? { softcap: row.softcap } : {}) },
     {
       warmup: 2,
       iters,
@@ -464,7 +468,7 @@ async function main(): Promise<void> {
             be.configure({ variant });
             const tag = mainVariants.length > 1 ? { variant } : {};
             if (!backwardOnly) {
-              const f = await be.timeForward(q, k, v, { causal }, { warmup: 3, iters });
+              const f = await be.timeForward(q, k, v, { causal, ...mainOpts }, { warmup: 3, iters });
               record({
                 what: 'forward',
                 dtype,
@@ -478,15 +482,22 @@ async function main(): Promise<void> {
                 kernel: f.kernel,
                 spread: spreadOf(f.ms),
                 ...tag,
+                ...mainOpts,
               });
             }
-            const r = await be.forward(q, k, v, { causal, returnLse: true });
+            const r = await be.forward(q, k, v, { causal, returnLse: true, ...mainOpts });
             // The default, then the opt-in `deterministic: false` (its kernel where that is faster,
             // the default's elsewhere), the same data in the same run.
             for (const deterministic of variant === 0 ? [true, false] : [true]) {
               be.configure({ deterministic });
               const what = deterministic ? 'backward' : 'backward-nd';
-              await timeBackwardRow(be, { what, dtype, d, s, b, hq, causal, ...tag }, [dout, q, k, v, r]);
+              await timeBackwardRow(be, { what, dtype, d, s, b, hq, causal, ...tag, ...mainOpts }, [
+                dout,
+                q,
+                k,
+                v,
+                r,
+              ]);
             }
             be.configure({ deterministic: true, variant: 0 });
             be.free(r.out);

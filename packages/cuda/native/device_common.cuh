@@ -112,8 +112,8 @@ FA_DEV float drop_weight(const AttnParams& p, int b, int h, int i, int j) {
 }
 
 // s = scale*dot, then softcap, ALiBi and bias (SPEC §3). `dot` is q.k in float32.
-FA_DEV float modify_score(const AttnParams& p, float s, int b, int h, int i, int j, int off) {
-  if (p.softcap > 0.f) s = p.softcap * tanhf(s / p.softcap);
+// ALiBi and bias, the modifiers after the softcap.
+FA_DEV float add_alibi_bias(const AttnParams& p, float s, int b, int h, int i, int j, int off) {
   if (p.alibi) {
     const float slope = p.alibi[p.alibi_per_batch ? b * p.hq + h : h];
     s -= slope * fabsf((float)(i + off - j));
@@ -123,6 +123,11 @@ FA_DEV float modify_score(const AttnParams& p, float s, int b, int h, int i, int
     s += load_any(p.bias, p.bias_dtype, o);
   }
   return s;
+}
+
+FA_DEV float modify_score(const AttnParams& p, float s, int b, int h, int i, int j, int off) {
+  if (p.softcap > 0.f) s = p.softcap * tanhf(s / p.softcap);
+  return add_alibi_bias(p, s, b, h, i, j, off);
 }
 
 // d s / d (scale q.k): the softcap's tanh' (1 without softcap). `raw` = scale*dot.

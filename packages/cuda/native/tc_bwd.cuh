@@ -31,17 +31,16 @@
 
 namespace fa {
 
-// P (probability) and dS of one pair in the EXTRAS path: scores in natural units, accurate exp.
+// P (probability) and dS of one pair in the EXTRAS path: scores in natural units, the exponential and
+// the softcap's tanh by the hardware's exp2 (modify_score_tc).
 FA_DEV void tc_pair_extras(const AttnParams& p, float dot, float lse, bool allowed, int b, int h, int i, int j,
                            int off, float& P, float& slope, float& w) {
   P = 0.f;
   slope = 1.f;
   w = 1.f;
   if (!allowed || lse == -INFINITY) return;
-  const float raw = dot * p.scale;
-  const float s = modify_score(p, raw, b, h, i, j, off);
-  P = expf(s - lse);
-  slope = score_slope(p, raw);
+  const float s = modify_score_tc(p, dot * p.scale, b, h, i, j, off, slope);
+  P = exp2_approx((s - lse) * LOG2E);
   w = drop_weight(p, b, h, i, j);
 }
 

@@ -165,7 +165,9 @@ __global__ void __launch_bounds__(NW * 32, MINB) tc_fwd_kernel(AttnParams p) {
             const int i = m0 + wr0 + mt * 16 + g + 8 * hf;
             const int j = j0 + nt * 8 + tq * 2 + (e & 1);
             float x = -INFINITY;
-            if (j >= rlo[mt][hf] && j < rhi[mt][hf]) x = modify_score(p, s[mt][nt][e] * p.scale, b, h, i, j, off) * LOG2E;
+            float slope;  // unused here
+            if (j >= rlo[mt][hf] && j < rhi[mt][hf])
+              x = modify_score_tc(p, s[mt][nt][e] * p.scale, b, h, i, j, off, slope) * LOG2E;
             s[mt][nt][e] = x;
           }
     } else {
@@ -402,10 +404,15 @@ template <typename T, bool EXTRAS> cudaError_t tc_forward_t(const AttnParams& p,
 #endif
   // d <= 256: 64 x 64 tiles, single buffer (96 KB: two CTAs per SM, one's loads under the other's
   // products), since run 22: +12-15 % over 64 x 32 with two stages (96 KB too), which halves the keys
-  // per online-softmax step and so doubles the rescales of the 128 O registers per thread. The extras
-  // keep 64 x 32 (not measured with 64 x 64).
-  if constexpr (EXTRAS) return tc_fwd_launch<T, 256, 64, 32, 4, EXTRAS, 2>(p, st);
-  else return tc_fwd_launch<T, 256, 64, 64, 4, EXTRAS, 1>(p, st);
+  // per online-softmax step and so doubles the rescales of the 128 O registers per thread. The same
+  // for the extras since run 24 (+5-16 % with a softcap).
+#ifdef FA_TUNE
+  // With the extras, 1 = 64 x 32 with two stages (their default until run 24; softcap 30, float16 ms
+  // at s = 4096 full / 16384 causal, 5.032 / 10.12 against 64 x 64's 4.340 / 8.866).
+  if constexpr (EXTRAS)
+    if (variant == 1) return tc_fwd_launch<T, 256, 64, 32, 4, EXTRAS, 2>(p, st);
+#endif
+  return tc_fwd_launch<T, 256, 64, 64, 4, EXTRAS, 1>(p, st);
 }
 
 }  // namespace fa
