@@ -12,7 +12,9 @@ namespace fa {
 // P V (FA2's schedule, two barriers per block). STAGES >= 2: K and V of block n + STAGES - 1 are
 // issued while block n is computed (a ring of STAGES buffers, one barrier per block).
 // MINB: CTAs per SM that ptxas must fit in the registers (__launch_bounds__' second argument).
-template <typename T, int D, int BR, int BC, int NW, bool EXTRAS, int STAGES, int MINB = 1>
+// CAP: a softcap and no other extra, on the plain kernel (the score's transform below; masks only on
+// boundary blocks): the per-element path cost 4-7x the plain one at d <= 128 (run 24).
+template <typename T, int D, int BR, int BC, int NW, bool EXTRAS, int STAGES, int MINB = 1, bool CAP = false>
 __global__ void __launch_bounds__(NW * 32, MINB) tc_fwd_kernel(AttnParams p) {
   constexpr int NT = NW * 32;
   constexpr int MT = BR / (16 * NW);  // m16 tiles per warp
@@ -20,7 +22,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) tc_fwd_kernel(AttnParams p) {
   constexpr int ND = D / 8;           // n8 tiles of O
   static_assert(MT >= 1 && BR == MT * 16 * NW, "BR must be a multiple of 16 * NW");
   static_assert(NB % 2 == 0 && ND % 2 == 0, "tiles come in pairs");
-  constexpr bool FOLD = !EXTRAS && !(D == 128 && BC == 64);  // see the scores below
+  static_assert(!(CAP && EXTRAS), "CAP is the plain kernel's");
+  constexpr bool FOLD = !EXTRAS && !CAP && !(D == 128 && BC == 64);  // see the scores below
   extern __shared__ __align__(128) unsigned char smem_raw[];
   constexpr int NS = STAGES < 2 ? 1 : STAGES;
   T* Qs = reinterpret_cast<T*>(smem_raw);
@@ -174,7 +177,19 @@ __global__ void __launch_bounds__(NW * 32, MINB) tc_fwd_kernel(AttnParams p) {
       // FOLD: raw scores, the scale (> 0 here: the dispatcher sends other scales to the EXTRAS
       // kernel) applied to the row max and inside the exponent's FFMA, one instruction per score
       // fewer. Not in the 128 x 64 tile at d = 128, where it made ptxas spill 48 B (run 8's build).
-      if constexpr (!FOLD) {
+      if constexpr (CAP) {
+        // cap tanh(scale dot / cap) in log2 units, tanh_fast's form: C1 - C2 / (2^(K dot) + 1) with
+        // K = 2 log2e scale / cap, C1 = cap log2e, C2 = 2 C1 (+-C1 where the power overflows or
+        // vanishes): an FMUL, two MUFU, an FADD and an FFMA per score.
+        const float K = 2.f * LOG2E * p.scale / p.softcap, C1 = p.softcap * LOG2E;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+          for (int nt = 0; nt < NB; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+              s[mt][nt][e] = fmaf(-2.f * C1, __fdividef(1.f, exp2_approx(s[mt][nt][e] * K) + 1.f), C1);
+      } else if constexpr (!FOLD) {
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -333,10 +348,10 @@ __global__ void __launch_bounds__(NW * 32, MINB) tc_fwd_kernel(AttnParams p) {
   }
 }
 
-template <typename T, int D, int BR, int BC, int NW, bool EXTRAS, int STAGES, int MINB = 1>
+template <typename T, int D, int BR, int BC, int NW, bool EXTRAS, int STAGES, int MINB = 1, bool CAP = false>
 cudaError_t tc_fwd_launch(const AttnParams& p, cudaStream_t st) {
   constexpr size_t smem = (size_t)(BR + 2 * (STAGES < 2 ? 1 : STAGES) * BC) * D * sizeof(T);
-  auto kern = tc_fwd_kernel<T, D, BR, BC, NW, EXTRAS, STAGES, MINB>;
+  auto kern = tc_fwd_kernel<T, D, BR, BC, NW, EXTRAS, STAGES, MINB, CAP>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
@@ -352,6 +367,13 @@ cudaError_t tc_fwd_launch(const AttnParams& p, cudaStream_t st) {
 // d = 64 (128 x 64 tiles): 1 = single buffer (the default of runs 7-11), 2 = two stages, 3 = three
 // stages (the default before run 7), 4-9 below; d = 128 (128 x 32 tiles): 1 = single buffer, 2 = two
 // stages, 3 = three stages (the default before run 6).
+// A softcap alone (cap): the plain kernels' default tiles with the CAP transform.
+template <typename T> cudaError_t tc_forward_cap(const AttnParams& p, cudaStream_t st) {
+  if (p.d <= 64) return tc_fwd_launch<T, 64, 128, 128, 4, false, 2, 1, true>(p, st);
+  if (p.d <= 128) return tc_fwd_launch<T, 128, 128, 64, 4, false, 2, 1, true>(p, st);
+  return tc_fwd_launch<T, 256, 64, 64, 4, false, 1, 1, true>(p, st);
+}
+
 template <typename T, bool EXTRAS> cudaError_t tc_forward_t(const AttnParams& p, int variant, cudaStream_t st) {
   (void)variant;
   if (p.d <= 64) {
@@ -419,7 +441,8 @@ template <typename T, bool EXTRAS> cudaError_t tc_forward_t(const AttnParams& p,
 
 #define FA_INSTANTIATE_TC_FWD(T, NAME)                                                    \
   namespace fa {                                                                         \
-  cudaError_t tc_forward_##NAME(const AttnParams& p, bool extras, int variant, cudaStream_t st) { \
+  cudaError_t tc_forward_##NAME(const AttnParams& p, bool extras, bool cap, int variant, cudaStream_t st) { \
+    if (cap) return tc_forward_cap<T>(p, st);                                            \
     return extras ? tc_forward_t<T, true>(p, variant, st) : tc_forward_t<T, false>(p, variant, st); \
   }                                                                                      \
   }
