@@ -146,10 +146,32 @@ function spreadOf(ms: Float64Array): number {
   return s.length ? (s[s.length - 1] - s[0]) / s[s.length >> 1] : 0;
 }
 
+type RowKey = Pick<Row, 'what' | 'dtype' | 'd' | 's' | 'b' | 'hq' | 'causal' | 'variant' | 'softcap'>;
+
+// A row's problem as the FLOP counts take it (square: seqQ = seqK).
+function shapeOf(row: RowKey) {
+  return { batch: row.b, headsQ: row.hq, seqQ: row.s, seqK: row.s, headDim: row.d, causal: row.causal };
+}
+
+// Times the forward in the backend's current configuration and records it.
+async function timeForwardRow(be: CudaBackend, row: RowKey, qkv: DeviceTensor[]): Promise<void> {
+  const [q, k, v] = qkv;
+  const opts = { causal: row.causal, ...(row.softcap ? { softcap: row.softcap } : {}) };
+  const f = await be.timeForward(q, k, v, opts, { warmup: 3, iters });
+  const shp = shapeOf(row);
+  record({
+    ...row,
+    ms: f.median,
+    tflops: forwardFlops(shp) / (f.median * 1e-3) / 1e12,
+    kernel: f.kernel,
+    spread: spreadOf(f.ms),
+  });
+}
+
 // Times the backward in the backend's current configuration on a forward's out and lse, and records it.
 async function timeBackwardRow(
   be: CudaBackend,
-  row: Pick<Row, 'what' | 'dtype' | 'd' | 's' | 'b' | 'hq' | 'causal' | 'variant' | 'softcap'>,
+  row: RowKey,
   args: [DeviceTensor, DeviceTensor, DeviceTensor, DeviceTensor, { out: DeviceTensor; lse?: DeviceTensor }],
 ): Promise<void> {
   const [dout, q, k, v, r] = args;
@@ -166,7 +188,7 @@ async function timeBackwardRow(
       iters,
     },
   );
-  const shp = { batch: row.b, headsQ: row.hq, seqQ: row.s, seqK: row.s, headDim: row.d, causal: row.causal };
+  const shp = shapeOf(row);
   record({
     ...row,
     ms: g.median,
@@ -463,27 +485,15 @@ async function main(): Promise<void> {
         const shape = [b, s, hq, d];
         const [q, k, v, dout] = [Q, K, V, dO].map((t) => be.view(t, shape));
         for (const causal of [false, true]) {
-          const shp = { batch: b, headsQ: hq, seqQ: s, seqK: s, headDim: d, causal };
           for (const variant of mainVariants) {
             be.configure({ variant });
             const tag = mainVariants.length > 1 ? { variant } : {};
             if (!backwardOnly) {
-              const f = await be.timeForward(q, k, v, { causal, ...mainOpts }, { warmup: 3, iters });
-              record({
-                what: 'forward',
-                dtype,
-                d,
-                s,
-                b,
-                hq,
-                causal,
-                ms: f.median,
-                tflops: forwardFlops(shp) / (f.median * 1e-3) / 1e12,
-                kernel: f.kernel,
-                spread: spreadOf(f.ms),
-                ...tag,
-                ...mainOpts,
-              });
+              await timeForwardRow(be, { what: 'forward', dtype, d, s, b, hq, causal, ...tag, ...mainOpts }, [
+                q,
+                k,
+                v,
+              ]);
             }
             const r = await be.forward(q, k, v, { causal, returnLse: true, ...mainOpts });
             // The default, then the opt-in `deterministic: false` (its kernel where that is faster,
@@ -568,21 +578,11 @@ async function main(): Promise<void> {
                   `variant-check d=64 s=1024 ${causal ? 'causal' : 'full'} v${variant}: max |out - v1| ${dmax.toExponential(2)}, ${bad} of ${x.length} beyond 2e-2 (abs + rel)`,
                 );
               }
-              const f = await be.timeForward(q, k, v, { causal }, { warmup: 3, iters });
-              const shp = { batch: b, headsQ: hq, seqQ: s, seqK: s, headDim: d, causal };
-              record({
-                what: 'fwd-variant',
-                dtype,
-                d,
-                s,
-                b,
-                hq,
-                causal,
-                ms: f.median,
-                tflops: forwardFlops(shp) / (f.median * 1e-3) / 1e12,
-                kernel: f.kernel,
-                variant,
-              });
+              await timeForwardRow(be, { what: 'fwd-variant', dtype, d, s, b, hq, causal, variant }, [
+                q,
+                k,
+                v,
+              ]);
             } catch (e) {
               console.log(`variant ${variant} d=${d}: ${(e as Error).message}`);
             }
