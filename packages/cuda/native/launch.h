@@ -16,10 +16,11 @@ FA_DECLARE_GENERIC(f16)
 FA_DECLARE_GENERIC(bf16)
 
 // Tensor-core kernels (float16/bfloat16, head dims that are multiples of 8 up to 256).
-// extras: softcap, ALiBi, bias or dropout are present.
+// extras: softcap, ALiBi, bias or dropout are present (the per-element kernels); cap: a softcap alone
+// (the plain forward kernel's CAP form).
 cudaError_t tc_forward_f16(const AttnParams& p, bool extras, bool cap, int variant, cudaStream_t st);
 cudaError_t tc_forward_bf16(const AttnParams& p, bool extras, bool cap, int variant, cudaStream_t st);
-// Backward for head dims up to 128: dK, dV and dQ. Adds the scratch it takes (the fused kernel's
+// Backward for head dims up to 256: dK, dV and dQ. Adds the scratch it takes (the fused kernel's
 // float32 dQ accumulator and counters) to *scratch.
 // `unordered`: the caller allows dQ added in no fixed order (Options::nondeterministic); set on return
 // when that kernel ran.

@@ -362,11 +362,6 @@ cudaError_t tc_fwd_launch(const AttnParams& p, cudaStream_t st) {
   return cudaGetLastError();
 }
 
-// Tile configurations (chosen by the compiler's register report: no spills; see PERF.md) and
-// pipeline depth. variant != 0 selects alternatives built with -DFA_TUNE for the benchmarks:
-// d = 64 (128 x 64 tiles): 1 = single buffer (the default of runs 7-11), 2 = two stages, 3 = three
-// stages (the default before run 7), 4-9 below; d = 128 (128 x 32 tiles): 1 = single buffer, 2 = two
-// stages, 3 = three stages (the default before run 6).
 // A softcap alone (cap): the plain kernels' default tiles with the CAP transform.
 template <typename T> cudaError_t tc_forward_cap(const AttnParams& p, cudaStream_t st) {
   if (p.d <= 64) return tc_fwd_launch<T, 64, 128, 128, 4, false, 2, 1, true>(p, st);
@@ -374,6 +369,11 @@ template <typename T> cudaError_t tc_forward_cap(const AttnParams& p, cudaStream
   return tc_fwd_launch<T, 256, 64, 64, 4, false, 1, 1, true>(p, st);
 }
 
+// Tile configurations (chosen by the compiler's register report: no spills; see PERF.md) and
+// pipeline depth. variant != 0 selects alternatives built with -DFA_TUNE for the benchmarks:
+// d = 64 (128 x 64 tiles): 1 = single buffer (the default of runs 7-11), 2 = two stages, 3 = three
+// stages (the default before run 7), 4-9 below; d = 128 (128 x 32 tiles): 1 = single buffer, 2 = two
+// stages, 3 = three stages (the default before run 6).
 template <typename T, bool EXTRAS> cudaError_t tc_forward_t(const AttnParams& p, int variant, cudaStream_t st) {
   (void)variant;
   if (p.d <= 64) {
