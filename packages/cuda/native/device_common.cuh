@@ -22,9 +22,13 @@ FA_DEV int seqlen_k(const AttnParams& p, int b) {
   return p.seqlens_k ? p.seqlens_k[b] : p.seq_k;
 }
 
-FA_DEV long long q_off(const AttnParams& p, int b, int i, int h) {
-  const long long row = p.cu_q ? (long long)p.cu_q[b] + i : (long long)i;
+// Element offset of query row `row` of sequence b, head h, in the dense layout (no varlen lookup).
+FA_DEV long long q_off_dense(const AttnParams& p, int b, long long row, int h) {
   return (long long)b * p.q_sb + row * p.q_ss + (long long)h * p.q_sh;
+}
+
+FA_DEV long long q_off(const AttnParams& p, int b, int i, int h) {
+  return q_off_dense(p, b, p.cu_q ? (long long)p.cu_q[b] + i : (long long)i, h);
 }
 
 FA_DEV long long kv_off(const AttnParams& p, int b, int j, int hk) {
@@ -36,8 +40,11 @@ FA_DEV long long kv_off(const AttnParams& p, int b, int j, int hk) {
   return (long long)b * p.kv_sb + row * p.kv_ss + (long long)hk * p.kv_sh;
 }
 
+// Index of (b, h, i) in lse and D, dense layout (no varlen).
+FA_DEV long long lse_idx_dense(const AttnParams& p, int b, int h, int i) { return ((long long)b * p.hq + h) * p.seq_q + i; }
+
 FA_DEV long long lse_idx(const AttnParams& p, int b, int h, int i) {
-  return p.cu_q ? (long long)h * p.total_q + p.cu_q[b] + i : ((long long)b * p.hq + h) * p.seq_q + i;
+  return p.cu_q ? (long long)h * p.total_q + p.cu_q[b] + i : lse_idx_dense(p, b, h, i);
 }
 
 // Keys [lo, hi) that query i of a sequence with sq rows and sk keys may see (core/src/mask.ts).

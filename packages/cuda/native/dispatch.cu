@@ -61,15 +61,15 @@ cudaError_t run_forward(AttnParams p, const DeviceProps& dev, const Options& opt
     plan->kernel = "tc";
     // The plain kernel folds the scale into its exponent and needs it positive; a softcap alone runs
     // on it too (its CAP form, run 25).
-    const bool extras = has_extras(p) || !(p.scale > 0.f);
 #ifdef FA_TUNE
     const bool cap_off = opt.variant == 20;  // tuning builds: variant 20 runs a softcap on the extras kernel
 #else
     const bool cap_off = false;
 #endif
     const bool cap = p.softcap > 0.f && !p.alibi && !p.bias && !p.has_dropout && p.scale > 0.f && !cap_off;
-    if (p.dtype == F16) return tc_forward_f16(p, extras && !cap, cap, opt.variant, st);
-    return tc_forward_bf16(p, extras && !cap, cap, opt.variant, st);
+    const bool extras = !cap && (has_extras(p) || !(p.scale > 0.f));
+    if (p.dtype == F16) return tc_forward_f16(p, extras, cap, opt.variant, st);
+    return tc_forward_bf16(p, extras, cap, opt.variant, st);
   }
   if (splits > 1) {
     Scratch scratch(st);

@@ -1543,7 +1543,7 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
   auto load_q = [&](int mbv, int gv, int stage) {
     const int h = hkv * G + gv;
     const int m0 = mbv * BM;
-    const long long qo = (long long)b * p.q_sb + (long long)m0 * p.q_ss + (long long)h * p.q_sh;
+    const long long qo = q_off_dense(p, b, m0, h);
     if (WHOLE_Q && m0 + BM <= sq && d == D) {
       const long long thr = qo + (long long)lrow * p.q_ss + lchunk * 8;
       const T* qs = qbase + thr;
@@ -1563,7 +1563,7 @@ __global__ void __launch_bounds__(256, 1) tc_bwd_fa2_kernel(AttnParams p, float*
     for (int r = tid; r < BM; r += NT) {
       const int i = m0 + r;
       const bool ok = i < sq;
-      const long long li = ok ? ((long long)b * p.hq + h) * p.seq_q + i : 0;  // lse_idx without varlen
+      const long long li = ok ? lse_idx_dense(p, b, h, i) : 0;
       cp_async4(lse_s0 + stage * BM + r, p.lse_in + li, ok ? 4 : 0);
       cp_async4(dsum_s0 + stage * BM + r, p.dsum + li, ok ? 4 : 0);
       if constexpr (FIX) cp_async4(fmul_s0 + stage * BM + r, p.fix_rows + li, ok ? 4 : 0);
@@ -2062,10 +2062,17 @@ inline bool fa2_free_default(const AttnParams& p) {
 // 32; dQ: 64 rows against 32-key blocks, 96 KB): it then runs on
 // every sm_80+ part (sm_86 and sm_89 allow 99 KB per block), and on A100 / H100 two CTAs share an SM,
 // one's loads overlapping the other's products.
+// The three launches, with NWKV warps per dK/dV CTA and NWQ per dQ CTA.
+template <typename T, bool EXTRAS, int NWKV, int NWQ> cudaError_t tc_d256_passes(const AttnParams& p, cudaStream_t st) {
+  constexpr int BM = EXTRAS ? 16 : 32;
+  cudaError_t e = tc_dkdv_launch<T, 256, BM, NWKV, EXTRAS, 1, DQ_NONE, PART_DV>(p, st);
+  if (e == cudaSuccess) e = tc_dkdv_launch<T, 256, BM, NWKV, EXTRAS, 1, DQ_NONE, PART_DK>(p, st);
+  if (e == cudaSuccess) e = tc_dq_launch<T, 256, 32, NWQ, EXTRAS, 1>(p, st);
+  return e;
+}
+
 template <typename T, bool EXTRAS> cudaError_t tc_backward_d256(const AttnParams& p, int variant, cudaStream_t st) {
   (void)variant;
-  constexpr int BM = EXTRAS ? 16 : 32;
-  cudaError_t e;
 #ifdef FA_TUNE
   // Run 22b (float16 ms at s = 4096 full / 16384 causal; the default 8.396 / 16.70): 1 = the dK/dV
   // launches with 8 warps (128 keys, 160 KB: one Q / dO load serves twice the keys; 9.808 / 19.24),
@@ -2073,23 +2080,12 @@ template <typename T, bool EXTRAS> cudaError_t tc_backward_d256(const AttnParams
   // of 8 warps per SM loses to two of 4: a CTA's barrier and single-buffered loads stall all of its
   // warps, the second CTA's keep the tensor cores busy.
   if constexpr (!EXTRAS) {
-    if (variant >= 1 && variant <= 3) {
-      if (variant & 1) {
-        e = tc_dkdv_launch<T, 256, BM, 8, EXTRAS, 1, DQ_NONE, PART_DV>(p, st);
-        if (e == cudaSuccess) e = tc_dkdv_launch<T, 256, BM, 8, EXTRAS, 1, DQ_NONE, PART_DK>(p, st);
-      } else {
-        e = tc_dkdv_launch<T, 256, BM, 4, EXTRAS, 1, DQ_NONE, PART_DV>(p, st);
-        if (e == cudaSuccess) e = tc_dkdv_launch<T, 256, BM, 4, EXTRAS, 1, DQ_NONE, PART_DK>(p, st);
-      }
-      if (e != cudaSuccess) return e;
-      return variant & 2 ? tc_dq_launch<T, 256, 32, 8, EXTRAS, 1>(p, st) : tc_dq_launch<T, 256, 32, 4, EXTRAS, 1>(p, st);
-    }
+    if (variant == 1) return tc_d256_passes<T, EXTRAS, 8, 4>(p, st);
+    if (variant == 2) return tc_d256_passes<T, EXTRAS, 4, 8>(p, st);
+    if (variant == 3) return tc_d256_passes<T, EXTRAS, 8, 8>(p, st);
   }
 #endif
-  e = tc_dkdv_launch<T, 256, BM, 4, EXTRAS, 1, DQ_NONE, PART_DV>(p, st);
-  if (e == cudaSuccess) e = tc_dkdv_launch<T, 256, BM, 4, EXTRAS, 1, DQ_NONE, PART_DK>(p, st);
-  if (e == cudaSuccess) e = tc_dq_launch<T, 256, 32, 4, EXTRAS, 1>(p, st);
-  return e;
+  return tc_d256_passes<T, EXTRAS, 4, 4>(p, st);
 }
 
 template <typename T, bool EXTRAS>

@@ -8,11 +8,13 @@ namespace fa {
 constexpr float LOG2E = 1.4426950408889634f;
 constexpr float LN2 = 0.6931471805599453f;
 
-// tanh for the 16-bit kernels' softcap: 1 - 2 / (2^(2 x log2 e) + 1) with the hardware exp2 and
-// reciprocal (__fdividef: 0 for an infinite divisor), absolute error ~3e-7 (saturating to +-1, NaN kept), so that cap * tanh(s / cap) is off
-// by cap * 3e-7 at most, far below what 16-bit scores carry. tanhf and the true division cost ~40
-// instructions per score: the extras path at d = 256 ran at a third of the plain one (run 24).
-FA_DEV float tanh_fast(float x) { return 1.f - __fdividef(2.f, exp2_approx(2.f * LOG2E * x) + 1.f); }
+// a tanh(x) for the 16-bit kernels' softcap, from y = 2 x log2 e: a - 2a / (2^y + 1) with the hardware
+// exp2 and reciprocal (__fdividef: 0 for an infinite divisor), absolute error ~3e-7 a (saturating to
+// +-a, NaN kept), so that cap tanh(s / cap) is off by cap 3e-7 at most, far below what 16-bit scores
+// carry. tanhf and the true division cost ~40 instructions per score: the extras path at d = 256 ran
+// at a third of the plain one (run 24). The plain forward's CAP form folds the scales into y and a.
+FA_DEV float scaled_tanh_exp2(float y, float a) { return fmaf(-2.f * a, __fdividef(1.f, exp2_approx(y) + 1.f), a); }
+FA_DEV float tanh_fast(float x) { return scaled_tanh_exp2(2.f * LOG2E * x, 1.f); }
 
 // The score modifiers for the 16-bit kernels (modify_score with tanh_fast and approximate division);
 // slope = d s / d raw, the softcap's tanh' (1 without softcap).

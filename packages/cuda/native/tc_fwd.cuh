@@ -178,9 +178,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) tc_fwd_kernel(AttnParams p) {
       // kernel) applied to the row max and inside the exponent's FFMA, one instruction per score
       // fewer. Not in the 128 x 64 tile at d = 128, where it made ptxas spill 48 B (run 8's build).
       if constexpr (CAP) {
-        // cap tanh(scale dot / cap) in log2 units, tanh_fast's form: C1 - C2 / (2^(K dot) + 1) with
-        // K = 2 log2e scale / cap, C1 = cap log2e, C2 = 2 C1 (+-C1 where the power overflows or
-        // vanishes): an FMUL, two MUFU, an FADD and an FFMA per score.
+        // cap tanh(scale dot / cap) in log2 units: scaled_tanh_exp2(K dot, C1) with K = 2 log2e scale /
+        // cap, C1 = cap log2e: an FMUL, two MUFU, an FADD and an FFMA per score.
         const float K = 2.f * LOG2E * p.scale / p.softcap, C1 = p.softcap * LOG2E;
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
@@ -188,7 +187,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) tc_fwd_kernel(AttnParams p) {
           for (int nt = 0; nt < NB; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++)
-              s[mt][nt][e] = fmaf(-2.f * C1, __fdividef(1.f, exp2_approx(s[mt][nt][e] * K) + 1.f), C1);
+              s[mt][nt][e] = scaled_tanh_exp2(s[mt][nt][e] * K, C1);
       } else if constexpr (!FOLD) {
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
